@@ -1,0 +1,33 @@
+/**
+ * fairpick: load balancing as a library. Pickers as HAProxy, NGINX and Envoy have them, with no
+ * runtime dependency and no Node built-in, so it runs in Node, Deno, Bun and browsers.
+ *
+ * @packageDocumentation
+ */
+export { createBalancer } from './balancer.js';
+export type { FairpickErrorCode } from './errors.js';
+export { FairpickError, isFairpickError } from './errors.js';
+export type {
+  AlgorithmName,
+  BalancerOptions,
+  CommonOptions,
+  CustomPickerOptions,
+  LeastConnectionsOptions,
+  P2COptions,
+  RandomOptions,
+  RoundRobinOptions,
+} from './options.js';
+export type { P2CLoad } from './pickers/p2c.js';
+export type { Picker, PickerEndpoint, PickerEnvironment, PickerFactory, PickRequest } from './pickers/picker.js';
+export type {
+  BackendSpec,
+  BackendStats,
+  BackendUpdate,
+  Balancer,
+  BalancerEventName,
+  BalancerEvents,
+  HealthState,
+  PickContext,
+  ReleaseResult,
+  Slot,
+} from './types.js';

@@ -1,0 +1,72 @@
+import type { PickerEndpoint } from './pickers/picker.js';
+import type { HealthState } from './types.js';
+
+/** The settings of a backend after validation. */
+export interface BackendSettings {
+  readonly id: string;
+  readonly weight: number;
+  readonly backup: boolean;
+  /** `Infinity` for no limit, so the admission test is one comparison. */
+  readonly maxInFlight: number;
+}
+
+/**
+ * One backend's state. A single class for every backend keeps the objects of one hidden
+ * class, so the pickers' property reads stay monomorphic.
+ */
+export class Endpoint<B> implements PickerEndpoint<B> {
+  readonly id: string;
+  backend: B;
+  weight: number;
+  effectiveWeight: number;
+  backup: boolean;
+  maxInFlight: number;
+  inFlight = 0;
+  picks = 0;
+  successes = 0;
+  failures = 0;
+  state: HealthState = 'healthy';
+  /** Position in its tier's current snapshot, or -1 when not pickable. */
+  index = -1;
+  /** Peak-EWMA latency estimate (ms) as of `ewmaStamp`. */
+  private ewmaCost = 0;
+  private ewmaStamp = 0;
+  private readonly decayMs: number;
+
+  constructor(backend: B, settings: BackendSettings, decayMs: number) {
+    this.id = settings.id;
+    this.backend = backend;
+    this.weight = settings.weight;
+    this.effectiveWeight = settings.weight;
+    this.backup = settings.backup;
+    this.maxInFlight = settings.maxInFlight;
+    this.decayMs = decayMs;
+  }
+
+  /** Whether a snapshot should include it: a state that takes traffic, and a weight above 0. */
+  get pickable(): boolean {
+    return this.effectiveWeight > 0 && (this.state === 'healthy' || this.state === 'slow-start');
+  }
+
+  /**
+   * Records a latency observation (Finagle's peak EWMA): a higher value replaces the estimate
+   * at once; a lower one pulls it down with weight 1 - e^(-dt/decay).
+   */
+  observeLatency(latencyMs: number, now: number): void {
+    const dt = Math.max(now - this.ewmaStamp, 0);
+    if (latencyMs > this.ewmaCost) {
+      this.ewmaCost = latencyMs;
+    } else {
+      const w = Math.exp(-dt / this.decayMs);
+      this.ewmaCost = this.ewmaCost * w + latencyMs * (1 - w);
+    }
+    this.ewmaStamp = now;
+  }
+
+  /** The estimate decayed towards 0 for the time since the last observation, without changing it. */
+  latencyAt(now: number): number {
+    if (this.ewmaCost === 0) return 0;
+    const dt = Math.max(now - this.ewmaStamp, 0);
+    return this.ewmaCost * Math.exp(-dt / this.decayMs);
+  }
+}
