@@ -1,0 +1,46 @@
+// Checks the package as users receive it: the packed tarball passes publint --strict and
+// "are the types wrong", and can be installed, imported (ESM) and required (CommonJS).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..');
+const run = (cmd, args, cwd = root) => {
+  console.log(`$ ${cmd} ${args.join(' ')}`);
+  execFileSync(cmd, args, { cwd, stdio: 'inherit' });
+};
+const capture = (cmd, args, cwd = root) => execFileSync(cmd, args, { cwd, encoding: 'utf8' });
+
+const work = mkdtempSync(join(tmpdir(), 'fairpick-pack-'));
+try {
+  const packed = JSON.parse(capture('npm', ['pack', '--json', '--pack-destination', work]));
+  const tarball = join(work, packed[0].filename);
+  console.log(`packed ${tarball} (${packed[0].entryCount} files)`);
+
+  run('npx', ['publint', '--strict', tarball]);
+  run('npx', ['attw', tarball, '--profile', 'node16']);
+
+  const app = join(work, 'app');
+  mkdirSync(app);
+  writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'smoke', private: true, version: '0.0.0' }));
+  run('npm', ['install', '--no-audit', '--no-fund', '--offline', tarball], app);
+
+  const pickScript = (load) => `
+${load}
+const lb = createBalancer({ algorithm: 'round-robin', random: () => 0, backends: [{ id: 'a', weight: 2 }, { id: 'b' }] });
+const seen = [lb.pick().id, lb.pick().id, lb.pick().id].join(' ');
+if (seen !== 'a b a') throw new Error('unexpected sequence ' + seen);
+let code;
+try { lb.pick({ exclude: new Set(['a', 'b']) }); } catch (e) { code = isFairpickError(e) && e.code; }
+if (code !== 'ERR_NO_BACKEND') throw new Error('expected ERR_NO_BACKEND, got ' + code);
+console.log('ok: ' + seen);
+`;
+  writeFileSync(join(app, 'esm.mjs'), pickScript("import { createBalancer, isFairpickError } from 'fairpick';"));
+  writeFileSync(join(app, 'cjs.cjs'), pickScript("const { createBalancer, isFairpickError } = require('fairpick');"));
+  run('node', ['esm.mjs'], app);
+  run('node', ['cjs.cjs'], app);
+  console.log('package check passed');
+} finally {
+  rmSync(work, { recursive: true, force: true });
+}

@@ -1,0 +1,44 @@
+import { describe, expectTypeOf, it } from 'vitest';
+import { type BackendStats, type Balancer, createBalancer, type Slot } from '../src/index.js';
+
+interface Upstream {
+  readonly id: string;
+  readonly url: string;
+}
+
+describe('createBalancer is generic in the backend type', () => {
+  it('hands back the declared backend type from pick, acquire, get and backends', () => {
+    const lb = createBalancer<Upstream>({ algorithm: 'p2c', backends: [{ id: 'a', url: 'http://127.0.0.1:1' }] });
+    expectTypeOf(lb).toEqualTypeOf<Balancer<Upstream>>();
+    expectTypeOf(lb.pick()).toEqualTypeOf<Upstream>();
+    expectTypeOf(lb.pick().url).toBeString();
+    expectTypeOf(lb.acquire()).toEqualTypeOf<Slot<Upstream>>();
+    expectTypeOf(lb.acquire().backend).toEqualTypeOf<Upstream>();
+    expectTypeOf(lb.get('a')).toEqualTypeOf<Upstream | undefined>();
+    expectTypeOf(lb.backends).toEqualTypeOf<readonly Upstream[]>();
+    expectTypeOf(lb.stats()).toEqualTypeOf<BackendStats[]>();
+  });
+
+  it('infers the backend type from the backends option', () => {
+    const lb = createBalancer({ algorithm: 'random', backends: [{ id: 'a', host: '127.0.0.1', port: 80 }] });
+    expectTypeOf(lb.pick().port).toBeNumber();
+    expectTypeOf(lb.pick().host).toBeString();
+  });
+
+  it('types event payloads as the backend type', () => {
+    const lb = createBalancer<Upstream>({ algorithm: 'random' });
+    lb.on('added', (b) => expectTypeOf(b).toEqualTypeOf<Upstream>());
+    expectTypeOf(lb.on('removed', () => {})).toEqualTypeOf<() => void>();
+  });
+
+  it('rejects options of another algorithm and misspelt algorithms at compile time', () => {
+    // @ts-expect-error load belongs to p2c
+    createBalancer({ algorithm: 'random', load: 'in-flight' });
+    // @ts-expect-error no such algorithm
+    createBalancer({ algorithm: 'fastest' });
+    // @ts-expect-error load takes 'in-flight' or 'peak-ewma'
+    createBalancer({ algorithm: 'p2c', load: 'latency' });
+    // @ts-expect-error a backend needs an id
+    createBalancer({ algorithm: 'random', backends: [{ url: 'x' }] });
+  });
+});
