@@ -49,17 +49,14 @@ export class Endpoint<B> implements PickerEndpoint<B> {
   }
 
   /**
-   * Records a latency observation (Finagle's peak EWMA): a higher value replaces the estimate
-   * at once; a lower one pulls it down with weight 1 - e^(-dt/decay).
+   * Records a latency observation (Finagle's peak EWMA). The estimate first decays to now, as it
+   * does while idle; a report above it replaces it at once (the peak), and a lower report pulls
+   * it towards the report by 1 - e^(-dt/decay), dt being the time since the previous report.
    */
   observeLatency(latencyMs: number, now: number): void {
-    const dt = Math.max(now - this.ewmaStamp, 0);
-    if (latencyMs > this.ewmaCost) {
-      this.ewmaCost = latencyMs;
-    } else {
-      const w = Math.exp(-dt / this.decayMs);
-      this.ewmaCost = this.ewmaCost * w + latencyMs * (1 - w);
-    }
+    const w = Math.exp(-Math.max(now - this.ewmaStamp, 0) / this.decayMs);
+    const current = this.ewmaCost * w;
+    this.ewmaCost = latencyMs > current ? latencyMs : current * w + latencyMs * (1 - w);
     this.ewmaStamp = now;
   }
 

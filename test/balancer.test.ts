@@ -30,7 +30,11 @@ describe('createBalancer', () => {
 
   it('starts the round-robin cycle at a random offset so clients do not herd', () => {
     const make = (r: number) =>
-      createBalancer({ algorithm: 'round-robin', random: () => r, backends: [{ id: 'a', weight: 5 }, { id: 'b' }, { id: 'c' }] });
+      createBalancer({
+        algorithm: 'round-robin',
+        random: () => r,
+        backends: [{ id: 'a', weight: 5 }, { id: 'b' }, { id: 'c' }],
+      });
     // Offset floor(0.3 * 7) = 2 of the cycle a a b a c a a.
     expect(sequence(make(0.3), 7)).toBe('b a c a a a a');
     expect(sequence(make(0.99), 3)).toBe('a a a');
@@ -78,7 +82,13 @@ describe('membership', () => {
   });
 
   it('set reconciles: adds, removes, replaces objects and keeps counters of kept ids', () => {
-    const lb = createBalancer({ algorithm: 'least-connections', backends: [{ id: 'a', url: 'v1' }, { id: 'b', url: 'v1' }] });
+    const lb = createBalancer({
+      algorithm: 'least-connections',
+      backends: [
+        { id: 'a', url: 'v1' },
+        { id: 'b', url: 'v1' },
+      ],
+    });
     const held = lb.acquire({ exclude: new Set(['b']) });
     const events: string[] = [];
     lb.on('added', (b) => events.push(`+${b.id}`));
@@ -168,7 +178,13 @@ describe('picking rules', () => {
   });
 
   it('maxInFlight: a full backend is skipped, then ERR_NO_BACKEND names why', () => {
-    const lb = createBalancer({ algorithm: 'p2c', backends: [{ id: 'a', maxInFlight: 1 }, { id: 'b', maxInFlight: 2 }] });
+    const lb = createBalancer({
+      algorithm: 'p2c',
+      backends: [
+        { id: 'a', maxInFlight: 1 },
+        { id: 'b', maxInFlight: 2 },
+      ],
+    });
     const slots = [lb.acquire(), lb.acquire(), lb.acquire()];
     expect(ids(slots.map((s) => s.backend)).sort()).toEqual(['a', 'b', 'b']);
     const error = catchError(() => lb.acquire());
@@ -218,13 +234,19 @@ describe('custom pickers', () => {
       };
       return picker;
     };
-    const lb = createBalancer({ algorithm: lastAdmitted, backends: [{ id: 'a' }, { id: 'b' }, { id: 'c', weight: 0 }] });
+    const lb = createBalancer({
+      algorithm: lastAdmitted,
+      backends: [{ id: 'a' }, { id: 'b' }, { id: 'c', weight: 0 }],
+    });
     expect(lb.algorithm).toBe('custom');
     expect(lb.pick().id).toBe('b');
     expect(lb.pick({ exclude: new Set(['b']) }).id).toBe('a');
     lb.update('c', { weight: 1 });
     expect(lb.pick().id).toBe('c');
-    expect(builds).toEqual([['a', 'b'], ['a', 'b', 'c']]);
+    expect(builds).toEqual([
+      ['a', 'b'],
+      ['a', 'b', 'c'],
+    ]);
   });
 });
 

@@ -11,11 +11,13 @@ const UNMEASURED_PENALTY = 2 ** 47;
 
 /**
  * Power of two choices: draw two distinct endpoints at random, by weight, and take the less
- * loaded. With `in-flight` the load is (inFlight + 1) / weight, the least-connections key; with
- * `peak-ewma` it is latency x (inFlight + 1) / weight, the Finagle and Linkerd cost, where the
- * latency is the endpoint's peak-EWMA estimate decayed to now. On equal loads the first draw
- * wins. Because the two draws are distinct, an endpoint more loaded than every other is never
- * chosen (with at least two admitted endpoints).
+ * loaded. With `in-flight` the load is the in-flight count; with `peak-ewma` it is
+ * latency x (inFlight + 1), the Finagle and Linkerd cost, where the latency is the endpoint's
+ * peak-EWMA estimate decayed to now. On equal loads the first draw wins, so an idle pool is
+ * shared exactly by weight. Weights act through the draws only: dividing the load by the weight
+ * as well would count them twice (an idle pool with weights 2:1:1 would split 83:8:8). Because
+ * the two draws are distinct, an endpoint more loaded than every other is never chosen (with at
+ * least two admitted endpoints).
  *
  * Cost: O(1) draws with equal weights, O(log n) (binary search over prefix sums) with weights.
  * When a drawn endpoint is not admitted the other one is taken; when neither is, the picker
@@ -140,14 +142,14 @@ abstract class P2CPicker<B> implements Picker<B> {
 
 class InFlightP2C<B> extends P2CPicker<B> {
   protected load(ep: PickerEndpoint<B>): number {
-    return (ep.inFlight + 1) / ep.effectiveWeight;
+    return ep.inFlight;
   }
 }
 
 class PeakEwmaP2C<B> extends P2CPicker<B> {
   protected load(ep: PickerEndpoint<B>): number {
     const latency = ep.latencyAt(this.env.now());
-    if (latency === 0 && ep.inFlight > 0) return (UNMEASURED_PENALTY + ep.inFlight) / ep.effectiveWeight;
-    return (latency * (ep.inFlight + 1)) / ep.effectiveWeight;
+    if (latency === 0 && ep.inFlight > 0) return UNMEASURED_PENALTY + ep.inFlight;
+    return latency * (ep.inFlight + 1);
   }
 }
