@@ -3,7 +3,8 @@
 import { readFileSync } from 'node:fs';
 
 const CORE_FILES = ['dist/index.js', 'dist/index.cjs'];
-const NODE_SPECIFIER = /\b(?:from|import|require)\s*\(?\s*['"](node:[^'"]+|fs|path|os|net|http|https|crypto|events|stream|buffer|url|util|child_process|dgram|tls|dns|zlib|worker_threads)['"]/g;
+const NODE_SPECIFIER =
+  /\b(?:from|import|require)\s*\(?\s*['"](node:[^'"]+|fs|path|os|net|http|https|crypto|events|stream|buffer|url|util|child_process|dgram|tls|dns|zlib|worker_threads)['"]/g;
 
 let failed = false;
 for (const file of CORE_FILES) {
