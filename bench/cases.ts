@@ -3,7 +3,14 @@
 // the engine cannot drop the work as dead code.
 
 import { PerformanceObserver, performance } from 'node:perf_hooks';
-import { type Balancer, type BalancerOptions, createBalancer, type ReleaseResult, type Slot } from '../src/index.js';
+import {
+  type Balancer,
+  type BalancerOptions,
+  createBalancer,
+  type P2CLoad,
+  type ReleaseResult,
+  type Slot,
+} from '../src/index.js';
 
 export interface Backend {
   readonly id: string;
@@ -21,12 +28,25 @@ export const WEIGHTED_N = 10;
 /** One algorithm configuration: each runs in a process of its own. */
 export interface Algorithm {
   readonly label: string;
-  readonly options: Omit<BalancerOptions<Backend>, 'backends'>;
+  readonly options:
+    | { readonly algorithm: 'round-robin' | 'random' | 'least-connections' }
+    | { readonly algorithm: 'p2c'; readonly load: P2CLoad };
   /** Whether a weighted case (weights 1..5 cycling) is measured at n = 10. */
   readonly weighted: boolean;
 }
 
 export const FLOOR_LABEL = 'floor arr[i++ % n]';
+
+/** Where every loop's result ends up; printed at the end of the run. */
+let sink = 0;
+
+export function consume(value: number): void {
+  sink += value;
+}
+
+export function sinkValue(): number {
+  return sink;
+}
 
 export const ALGORITHMS: readonly Algorithm[] = [
   { label: 'round-robin', options: { algorithm: 'round-robin' }, weighted: true },
@@ -38,14 +58,19 @@ export const ALGORITHMS: readonly Algorithm[] = [
 
 export type Kind = 'pick' | 'acquire+release' | 'floor';
 
-/** One benchmark task: `run(count)` performs `count` operations and returns their accumulated result. */
+/** A task's state and loop: `run(count)` performs `count` operations and returns their accumulated result. */
+export interface Runner {
+  run(count: number): number;
+}
+
+/** One benchmark task; `build` creates its balancer and state (only for the tasks selected). */
 export interface Case {
   readonly name: string;
   readonly label: string;
   readonly n: number;
   readonly weighted: boolean;
   readonly kind: Kind;
-  readonly run: (count: number) => number;
+  readonly build: () => Runner;
 }
 
 export function caseName(label: string, n: number, weighted: boolean, kind: Kind): string {
@@ -65,33 +90,57 @@ export function makeBackends(n: number, weighted: boolean): Backend[] {
 /** Latencies reported on release, cycled so peak-EWMA estimates keep moving. */
 const RESULTS: readonly ReleaseResult[] = [4, 12, 7, 30, 5, 9, 18, 6].map((latencyMs) => ({ ok: true, latencyMs }));
 
+// The loops are methods reading their state from `this`, and the bench calls them through a
+// closure shared by every task. A closure that captured its balancer directly would, when it is
+// the only closure of its literal (a filtered run), be compiled with that balancer as a constant
+// (V8 specialises such functions to their context) and fold away loads a real caller pays for;
+// the floor's `% n` would become a multiply by a constant. This way every run measures the same code.
+
 /** The floor: read the next element of an array, as a hand-written round robin would. */
-export function floorCase(n: number): Case {
-  const arr = makeBackends(n, false);
-  let i = 0;
-  const run = (count: number): number => {
+class FloorRunner implements Runner {
+  private readonly arr: Backend[];
+  private i = 0;
+
+  constructor(private readonly n: number) {
+    this.arr = makeBackends(n, false);
+  }
+
+  run(count: number): number {
+    const arr = this.arr;
+    const n = this.n;
+    let i = this.i;
     let acc = 0;
-    let j = i;
-    for (let k = 0; k < count; k++) acc += (arr[j++ % n] as Backend).weight;
-    i = j % n;
+    for (let k = 0; k < count; k++) acc += (arr[i++ % n] as Backend).weight;
+    this.i = i % n;
     return acc;
-  };
-  return { name: caseName(FLOOR_LABEL, n, false, 'floor'), label: FLOOR_LABEL, n, weighted: false, kind: 'floor', run };
+  }
 }
 
 function balancer(algorithm: Algorithm, n: number, weighted: boolean): Balancer<Backend> {
-  return createBalancer<Backend>({ ...algorithm.options, backends: makeBackends(n, weighted) } as BalancerOptions<Backend>);
+  return createBalancer<Backend>({
+    ...algorithm.options,
+    backends: makeBackends(n, weighted),
+  } as BalancerOptions<Backend>);
 }
 
-/** `pick()` in a loop, nothing in flight. */
-export function pickCase(algorithm: Algorithm, n: number, weighted: boolean): Case {
-  const lb = balancer(algorithm, n, weighted);
-  const run = (count: number): number => {
+/**
+ * `pick()` in a loop, nothing in flight. Every backend first serves a few requests with latencies,
+ * as in a running service, so peak-EWMA compares real estimates (not the all-zero start).
+ */
+class PickRunner implements Runner {
+  private readonly lb: Balancer<Backend>;
+
+  constructor(algorithm: Algorithm, n: number, weighted: boolean) {
+    this.lb = balancer(algorithm, n, weighted);
+    for (let r = 0; r < 4 * n; r++) this.lb.acquire().release(RESULTS[r & 7] as ReleaseResult);
+  }
+
+  run(count: number): number {
+    const lb = this.lb;
     let acc = 0;
     for (let k = 0; k < count; k++) acc += lb.pick().weight;
     return acc;
-  };
-  return { name: caseName(algorithm.label, n, weighted, 'pick'), label: algorithm.label, n, weighted, kind: 'pick', run };
+  }
 }
 
 /**
@@ -100,14 +149,24 @@ export function pickCase(algorithm: Algorithm, n: number, weighted: boolean): Ca
  * a new one into its place, so in-flight counts, the least-connections heap and the p2c loads
  * keep changing. Every algorithm runs the same loop.
  */
-export function acquireCase(algorithm: Algorithm, n: number, weighted: boolean): Case {
-  const lb = balancer(algorithm, n, weighted);
-  const size = Math.max(1, n >> 1);
-  const ring: Slot<Backend>[] = [];
-  for (let r = 0; r < size; r++) ring.push(lb.acquire());
-  let j = 0;
-  let q = 0;
-  const run = (count: number): number => {
+class AcquireRunner implements Runner {
+  private readonly lb: Balancer<Backend>;
+  private readonly ring: Slot<Backend>[] = [];
+  private j = 0;
+  private q = 0;
+
+  constructor(algorithm: Algorithm, n: number, weighted: boolean) {
+    this.lb = balancer(algorithm, n, weighted);
+    const size = Math.max(1, n >> 1);
+    for (let r = 0; r < size; r++) this.ring.push(this.lb.acquire());
+  }
+
+  run(count: number): number {
+    const lb = this.lb;
+    const ring = this.ring;
+    const size = ring.length;
+    let j = this.j;
+    let q = this.q;
     let acc = 0;
     for (let k = 0; k < count; k++) {
       (ring[j] as Slot<Backend>).release(RESULTS[q] as ReleaseResult);
@@ -117,26 +176,41 @@ export function acquireCase(algorithm: Algorithm, n: number, weighted: boolean):
       j = j + 1 === size ? 0 : j + 1;
       q = (q + 1) & 7;
     }
+    this.j = j;
+    this.q = q;
     return acc;
-  };
-  return {
-    name: caseName(algorithm.label, n, weighted, 'acquire+release'),
-    label: algorithm.label,
-    n,
-    weighted,
-    kind: 'acquire+release',
-    run,
-  };
+  }
 }
 
-/** Every case of one algorithm (or of the floor when `algorithm` is undefined). */
-export function casesFor(algorithm: Algorithm | undefined): Case[] {
-  if (algorithm === undefined) return SIZES.map(floorCase);
+/**
+ * Every case of one algorithm, ordered by n, each n's floor first: the floor is measured in the
+ * same process and minutes as the picks it is compared with.
+ */
+export function casesFor(algorithm: Algorithm): Case[] {
   const out: Case[] = [];
-  for (const kind of ['pick', 'acquire+release'] as const) {
-    const make = kind === 'pick' ? pickCase : acquireCase;
-    for (const n of SIZES) out.push(make(algorithm, n, false));
-    if (algorithm.weighted) out.push(make(algorithm, WEIGHTED_N, true));
+  for (const n of SIZES) {
+    out.push({
+      name: caseName(FLOOR_LABEL, n, false, 'floor'),
+      label: FLOOR_LABEL,
+      n,
+      weighted: false,
+      kind: 'floor',
+      build: () => new FloorRunner(n),
+    });
+    const variants: boolean[] = algorithm.weighted && n === WEIGHTED_N ? [false, true] : [false];
+    for (const kind of ['pick', 'acquire+release'] as const) {
+      for (const weighted of variants) {
+        out.push({
+          name: caseName(algorithm.label, n, weighted, kind),
+          label: algorithm.label,
+          n,
+          weighted,
+          kind,
+          build: () =>
+            kind === 'pick' ? new PickRunner(algorithm, n, weighted) : new AcquireRunner(algorithm, n, weighted),
+        });
+      }
+    }
   }
   return out;
 }
@@ -157,7 +231,11 @@ export interface AllocResult {
  * overlapped (seen by a `gc` PerformanceObserver) are left out; the cost of reading
  * `memoryUsage()` itself is measured on empty chunks and subtracted.
  */
-export async function allocPerOp(cases: readonly Case[], ops = 1_000_000, chunk = 10_000): Promise<AllocResult[]> {
+export async function allocPerOp(
+  cases: readonly { readonly name: string; readonly runner: Runner }[],
+  ops = 1_000_000,
+  chunk = 10_000,
+): Promise<AllocResult[]> {
   const gc = globalThis.gc;
   if (gc === undefined) throw new Error('run with node --expose-gc (npm run bench does)');
   const gcWindows: [number, number][] = [];
@@ -166,12 +244,12 @@ export async function allocPerOp(cases: readonly Case[], ops = 1_000_000, chunk 
   });
   observer.observe({ entryTypes: ['gc'] });
 
-  const measure = (run: (count: number) => number, count: number, chunks: number) => {
+  const measure = (runner: Runner, count: number, chunks: number) => {
     const out: { start: number; end: number; bytes: number }[] = [];
     for (let c = 0; c < chunks; c++) {
       const start = performance.now();
       const before = process.memoryUsage().heapUsed;
-      sink += run(count);
+      sink += runner.run(count);
       const after = process.memoryUsage().heapUsed;
       out.push({ start, end: performance.now(), bytes: after - before });
     }
@@ -180,11 +258,11 @@ export async function allocPerOp(cases: readonly Case[], ops = 1_000_000, chunk 
 
   const raw: { name: string; chunks: ReturnType<typeof measure>; baseline: ReturnType<typeof measure> }[] = [];
   for (const c of cases) {
-    c.run(chunk); // already warm from the timed run; one more chunk to settle
+    c.runner.run(chunk); // already warm from the timed run; one more chunk to settle
     gc();
-    const baseline = measure(c.run, 0, 20);
+    const baseline = measure(c.runner, 0, 20);
     gc();
-    raw.push({ name: c.name, chunks: measure(c.run, chunk, Math.ceil(ops / chunk)), baseline });
+    raw.push({ name: c.name, chunks: measure(c.runner, chunk, Math.ceil(ops / chunk)), baseline });
   }
   // GC entries reach the observer asynchronously.
   await new Promise((resolve) => setTimeout(resolve, 100));
@@ -208,15 +286,4 @@ export async function allocPerOp(cases: readonly Case[], ops = 1_000_000, chunk 
     }
     return { name, bytesPerOp: measured > 0 ? bytes / measured : Number.NaN, ops: measured, skippedOps: skipped };
   });
-}
-
-/** Where every loop's result ends up; printed at the end of the run. */
-let sink = 0;
-
-export function consume(value: number): void {
-  sink += value;
-}
-
-export function sinkValue(): number {
-  return sink;
 }
