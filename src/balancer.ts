@@ -1,12 +1,10 @@
+import { ALGORITHM_OPTIONS, builtInFactory } from './algorithms.js';
 import { FairpickError } from './errors.js';
 import { Emitter } from './events.js';
 import type { AlgorithmName, BalancerOptions } from './options.js';
-import { createLeastConnectionsPicker } from './pickers/least-connections.js';
-import { createP2CPicker } from './pickers/p2c.js';
 import type { Picker, PickerEndpoint, PickerEnvironment, PickerFactory, PickRequest } from './pickers/picker.js';
-import { createRandomPicker } from './pickers/random.js';
-import { createRoundRobinPicker } from './pickers/round-robin.js';
 import { type BackendSettings, Endpoint } from './pool.js';
+import { createDefaultRandom } from './random.js';
 import { monotonicNow } from './runtime.js';
 import type {
   BackendSpec,
@@ -36,12 +34,6 @@ import {
 const DEFAULT_DECAY_MS = 10_000;
 
 const COMMON_OPTIONS = ['algorithm', 'backends', 'random', 'now'] as const;
-const ALGORITHM_OPTIONS: Readonly<Record<AlgorithmName, readonly string[]>> = {
-  'round-robin': [],
-  random: [],
-  'least-connections': [],
-  p2c: ['load', 'decayMs'],
-};
 const EVENTS: readonly BalancerEventName[] = ['added', 'removed'];
 const UPDATE_FIELDS = ['weight', 'backup', 'maxInFlight'];
 
@@ -116,16 +108,20 @@ function normalize<B extends BackendSpec>(options: BalancerOptions<B>): Normaliz
   }
   for (const key of Object.keys(options)) {
     if ((COMMON_OPTIONS as readonly string[]).includes(key) || allowed.includes(key)) continue;
-    const owner = Object.entries(ALGORITHM_OPTIONS).find(([, keys]) => keys.includes(key))?.[0];
+    const owners = Object.entries(ALGORITHM_OPTIONS)
+      .filter(([, keys]) => keys.includes(key))
+      .map(([owner]) => `'${owner}'`);
     throw new FairpickError(
       'ERR_INVALID_ARGUMENT',
-      owner === undefined
+      owners.length === 0
         ? `options.${key} is not an option of createBalancer; expected only ${[...COMMON_OPTIONS, ...allowed].join(', ')}`
-        : `options.${key} applies to algorithm '${owner}', not '${name}'`,
+        : `options.${key} applies to algorithm ${owners.join(' or ')}, not '${name}'`,
     );
   }
   const random =
-    options.random === undefined ? Math.random : requireFunction<() => number>(options.random, 'options.random');
+    options.random === undefined
+      ? createDefaultRandom()
+      : requireFunction<() => number>(options.random, 'options.random');
   const now = options.now === undefined ? monotonicNow : requireFunction<() => number>(options.now, 'options.now');
   const decayMs =
     options.algorithm === 'p2c' && options.decayMs !== undefined
@@ -134,27 +130,6 @@ function normalize<B extends BackendSpec>(options: BalancerOptions<B>): Normaliz
   const backends = options.backends ?? [];
   const settings = backendList(backends, 'options.backends');
   return { algorithm: name, factory, env: { random, now }, decayMs, backends, settings };
-}
-
-function builtInFactory<B extends BackendSpec>(
-  algorithm: AlgorithmName,
-  options: BalancerOptions<B>,
-): PickerFactory<B> {
-  switch (algorithm) {
-    case 'round-robin':
-      return createRoundRobinPicker;
-    case 'random':
-      return createRandomPicker;
-    case 'least-connections':
-      return createLeastConnectionsPicker;
-    case 'p2c': {
-      const load = options.algorithm === 'p2c' ? (options.load ?? 'in-flight') : 'in-flight';
-      if (load !== 'in-flight' && load !== 'peak-ewma') {
-        throw invalid('options.load', load, "'in-flight' or 'peak-ewma'");
-      }
-      return (endpoints, env) => createP2CPicker(endpoints, env, load);
-    }
-  }
 }
 
 class LoadBalancer<B extends BackendSpec> implements Balancer<B> {

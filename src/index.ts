@@ -7,14 +7,20 @@
 export { createBalancer } from './balancer.js';
 export type { FairpickErrorCode } from './errors.js';
 export { FairpickError, isFairpickError } from './errors.js';
+export { fmix32, murmur3, murmur3Bytes } from './hash/murmur3.js';
 export type {
   AlgorithmName,
   BalancerOptions,
   CommonOptions,
   CustomPickerOptions,
+  HashOptions,
+  IpHashOptions,
   LeastConnectionsOptions,
+  MaglevOptions,
   P2COptions,
   RandomOptions,
+  RendezvousOptions,
+  RingHashOptions,
   RoundRobinOptions,
 } from './options.js';
 export type { P2CLoad } from './pickers/p2c.js';

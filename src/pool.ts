@@ -28,10 +28,10 @@ export class Endpoint<B> implements PickerEndpoint<B> {
   state: HealthState = 'healthy';
   /** Position in its tier's current snapshot, or -1 when not pickable. */
   index = -1;
-  /** Peak-EWMA latency estimate (ms) as of `ewmaStamp`. */
-  private ewmaCost = 0;
-  private ewmaStamp = 0;
-  private readonly decayMs: number;
+  /** Peak-EWMA latency estimate (ms) as of `ewmaStamp`; read directly by the p2c picker. */
+  ewmaCost = 0;
+  ewmaStamp = 0;
+  readonly decayMs: number;
 
   constructor(backend: B, settings: BackendSettings, decayMs: number) {
     this.id = settings.id;

@@ -366,19 +366,26 @@ describe('least-connections', () => {
     { weight: 2, arbitrary: fc.nat().map<Op>((k) => ({ kind: 'release', k })) },
   );
 
-  it('model-based: every acquire and pick minimises (inFlight+1)/weight; ties go to the one picked longest ago (deterministic)', () => {
+  it('model-based: every acquire and pick minimises (inFlight+1)/weight; ties go to the one queued longest ago (deterministic)', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 20 })), {
-          minLength: 1,
-          maxLength: 8,
-          size: 'max',
-        }),
+        fc.oneof(
+          // Unequal weights run the heap; equal weights run the per-count lists.
+          fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 20 })), {
+            minLength: 1,
+            maxLength: 8,
+            size: 'max',
+          }),
+          fc
+            .tuple(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 8 }))
+            .map(([w, n]) => Array<number>(n).fill(w)),
+        ),
         fc.array(op, { maxLength: 200, size: 'max' }),
         (weights, ops) => {
           const lb = createBalancer<Backend>({ algorithm: 'least-connections', backends: backendsOf(weights) });
-          // The documented tie rule: among equal keys, the endpoint picked longest ago; before any
-          // pick, list order (the snapshot holds the weight > 0 backends, in list order).
+          // The documented tie rule (HAProxy's): among equal keys, the endpoint queued longest ago,
+          // where picking it or changing its load re-queues it; at first, list order (the snapshot
+          // holds the weight > 0 backends, in list order).
           const eligible = weights.map((w, i) => (w > 0 ? i : -1)).filter((i) => i >= 0);
           const lastPick = new Map<number, number>(eligible.map((i, j) => [i, j - eligible.length]));
           let clock = 0;
@@ -388,6 +395,7 @@ describe('least-connections', () => {
               if (slots.length === 0) continue;
               const [slot] = slots.splice(o.k % slots.length, 1);
               expect(slot?.release()).toBe(true);
+              if (slot !== undefined) lastPick.set(slot.backend.idx, clock++);
             } else {
               const stats = lb.stats();
               if (eligible.length === 0) {
@@ -420,7 +428,7 @@ describe('least-connections', () => {
                 }
               }
               if (got !== best)
-                expect.fail(`${o.kind} chose b${got}; the tie rule (picked longest ago) gives b${best}`);
+                expect.fail(`${o.kind} chose b${got}; the tie rule (queued longest ago) gives b${best}`);
               lastPick.set(got, clock++);
             }
             const after = lb.stats().map((s) => s.inFlight);

@@ -1,3 +1,4 @@
+import type { Endpoint } from '../pool.js';
 import type { Picker, PickerEndpoint, PickerEnvironment, PickRequest } from './picker.js';
 
 /** How p2c compares its two candidates. */
@@ -31,18 +32,17 @@ export function createP2CPicker<B>(
   return load === 'peak-ewma' ? new PeakEwmaP2C(endpoints, env) : new InFlightP2C(endpoints, env);
 }
 
-/** Draws two distinct endpoint indexes by weight. */
-class PairSampler {
+abstract class P2CPicker<B> implements Picker<B> {
   /** prefix[i] = sum of weights 0..i; undefined when every weight is equal. */
   private readonly prefix: Float64Array | undefined;
   private readonly total: number;
-  first = 0;
-  second = 0;
+  private readonly random: () => number;
 
   constructor(
-    endpoints: readonly PickerEndpoint[],
-    private readonly random: () => number,
+    protected readonly endpoints: readonly PickerEndpoint<B>[],
+    protected readonly env: PickerEnvironment,
   ) {
+    this.random = env.random;
     const n = endpoints.length;
     const w0 = endpoints[0]?.effectiveWeight ?? 1;
     let uniform = true;
@@ -58,79 +58,71 @@ class PairSampler {
     this.total = uniform ? n : total;
   }
 
-  /** Sets `first` and `second`; requires at least two endpoints. */
-  draw(): void {
-    const prefix = this.prefix;
-    if (prefix === undefined) {
-      const n = this.total;
-      const a = Math.min(Math.floor(this.random() * n), n - 1);
-      let b = Math.min(Math.floor(this.random() * (n - 1)), n - 2);
-      if (b >= a) b++;
-      this.first = a;
-      this.second = b;
-      return;
-    }
-    const a = this.find(this.random() * this.total);
-    const wa = (prefix[a] as number) - (a === 0 ? 0 : (prefix[a - 1] as number));
-    // Draw over the total without a's segment, then step over that segment.
-    let u = this.random() * (this.total - wa);
-    if (u >= (prefix[a] as number) - wa) u += wa;
-    let b = this.find(u);
-    if (b === a) b = a + 1 === prefix.length ? a - 1 : a + 1; // rounding at a segment edge
-    this.first = a;
-    this.second = b;
-  }
+  /** Whether `a` is no more loaded than `b`, so that `a` (the first draw) wins. */
+  protected abstract first(a: PickerEndpoint<B>, b: PickerEndpoint<B>): boolean;
 
-  /** The first index whose prefix sum exceeds u. */
-  private find(u: number): number {
-    const prefix = this.prefix as Float64Array;
-    let lo = 0;
-    let hi = prefix.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if ((prefix[mid] as number) > u) hi = mid;
-      else lo = mid + 1;
-    }
-    return lo;
-  }
-}
-
-abstract class P2CPicker<B> implements Picker<B> {
-  private readonly sampler: PairSampler;
-
-  constructor(
-    protected readonly endpoints: readonly PickerEndpoint<B>[],
-    protected readonly env: PickerEnvironment,
-  ) {
-    this.sampler = new PairSampler(endpoints, env.random);
-  }
-
-  /** The load to minimise. */
-  protected abstract load(ep: PickerEndpoint<B>): number;
+  /** The load of one endpoint now, for the slow path's scan. */
+  protected abstract load(ep: PickerEndpoint<B>, now: number): number;
 
   pick(request: PickRequest): PickerEndpoint<B> | undefined {
     const endpoints = this.endpoints;
-    if (endpoints.length === 1) {
+    const n = endpoints.length;
+    if (n === 1) {
       const only = endpoints[0] as PickerEndpoint<B>;
       return request.admits(only) ? only : undefined;
     }
-    this.sampler.draw();
-    const a = endpoints[this.sampler.first] as PickerEndpoint<B>;
-    const b = endpoints[this.sampler.second] as PickerEndpoint<B>;
-    const okA = request.admits(a);
-    const okB = request.admits(b);
-    if (okA && okB) return this.load(a) <= this.load(b) ? a : b;
-    if (okA) return a;
-    if (okB) return b;
+    let i: number;
+    let j: number;
+    const prefix = this.prefix;
+    if (prefix === undefined) {
+      i = Math.floor(this.random() * n);
+      j = Math.floor(this.random() * (n - 1));
+      if (i >= n) i = n - 1; // a random() that returned 1 by mistake
+      if (j >= n - 1) j = n - 2;
+      if (j >= i) j++;
+    } else {
+      // The binary searches are written out here: passing a double to a call that is not
+      // inlined would box it (an allocation per pick).
+      const u1 = this.random() * this.total;
+      let lo = 0;
+      let hi = n - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if ((prefix[mid] as number) > u1) hi = mid;
+        else lo = mid + 1;
+      }
+      i = lo;
+      const end = prefix[i] as number;
+      const wi = end - (i === 0 ? 0 : (prefix[i - 1] as number));
+      // Draw over the total without i's segment, then step over that segment.
+      const r = this.random() * (this.total - wi);
+      const u2 = r >= end - wi ? r + wi : r;
+      lo = 0;
+      hi = n - 1;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if ((prefix[mid] as number) > u2) hi = mid;
+        else lo = mid + 1;
+      }
+      j = lo === i ? (i + 1 === n ? i - 1 : i + 1) : lo; // lo === i only by rounding at a segment edge
+    }
+    const a = endpoints[i] as PickerEndpoint<B>;
+    const b = endpoints[j] as PickerEndpoint<B>;
+    if (request.admits(a)) {
+      if (!request.admits(b)) return a;
+      return this.first(a, b) ? a : b;
+    }
+    if (request.admits(b)) return b;
     return this.leastLoadedAdmitted(request);
   }
 
   private leastLoadedAdmitted(request: PickRequest): PickerEndpoint<B> | undefined {
+    const now = this.env.now();
     let best: PickerEndpoint<B> | undefined;
     let bestLoad = Number.POSITIVE_INFINITY;
     for (const ep of this.endpoints) {
       if (!request.admits(ep)) continue;
-      const l = this.load(ep);
+      const l = this.load(ep, now);
       if (best === undefined || l < bestLoad) {
         best = ep;
         bestLoad = l;
@@ -141,14 +133,36 @@ abstract class P2CPicker<B> implements Picker<B> {
 }
 
 class InFlightP2C<B> extends P2CPicker<B> {
+  protected first(a: PickerEndpoint<B>, b: PickerEndpoint<B>): boolean {
+    return a.inFlight <= b.inFlight;
+  }
+
   protected load(ep: PickerEndpoint<B>): number {
     return ep.inFlight;
   }
 }
 
 class PeakEwmaP2C<B> extends P2CPicker<B> {
-  protected load(ep: PickerEndpoint<B>): number {
-    const latency = ep.latencyAt(this.env.now());
+  /**
+   * Compares cost_a e^(-(now - t_a)/tau) (in_a + 1) with the same for b without reading the clock:
+   * the e^(-now/tau) factors cancel, leaving cost_a (in_a + 1) e^((t_a - t_b)/tau) against
+   * cost_b (in_b + 1). An estimate of 0 (never measured) takes the clock path for its penalty.
+   */
+  protected first(a: PickerEndpoint<B>, b: PickerEndpoint<B>): boolean {
+    const ea = a as unknown as Endpoint<B>;
+    const eb = b as unknown as Endpoint<B>;
+    const ca = ea.ewmaCost;
+    const cb = eb.ewmaCost;
+    if (ca === 0 || cb === 0) {
+      const now = this.env.now();
+      return this.load(a, now) <= this.load(b, now);
+    }
+    const scale = Math.exp((ea.ewmaStamp - eb.ewmaStamp) / ea.decayMs);
+    return ca * (ea.inFlight + 1) * scale <= cb * (eb.inFlight + 1);
+  }
+
+  protected load(ep: PickerEndpoint<B>, now: number): number {
+    const latency = ep.latencyAt(now);
     if (latency === 0 && ep.inFlight > 0) return UNMEASURED_PENALTY + ep.inFlight;
     return latency * (ep.inFlight + 1);
   }
