@@ -142,6 +142,8 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
   private list: readonly B[] = Object.freeze([]);
   private primary: Picker<B> | undefined;
   private backup: Picker<B> | undefined;
+  private readonly primaryTier = new Tier<B>();
+  private readonly backupTier = new Tier<B>();
   private readonly request = new PickState();
   private readonly emitter = new Emitter<BalancerEvents<B>>();
   declare [Symbol.dispose]: () => void;
@@ -355,7 +357,11 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
     this.list = Object.freeze(Array.from(this.endpoints.values(), (ep) => ep.backend));
   }
 
-  /** Rebuilds each tier's picker over its pickable endpoints. Runs on change, never per pick. */
+  /**
+   * Rebuilds the picker of each tier whose pickable endpoints or their weights changed; a tier
+   * left as it was keeps its picker and its state (the round-robin position, the heap). Runs on
+   * change, never per pick.
+   */
   private rebuild(): void {
     const primary: Endpoint<B>[] = [];
     const backup: Endpoint<B>[] = [];
@@ -366,8 +372,8 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
       ep.index = tier.length;
       tier.push(ep);
     }
-    this.primary = primary.length > 0 ? this.factory(primary, this.env) : undefined;
-    this.backup = backup.length > 0 ? this.factory(backup, this.env) : undefined;
+    this.primary = this.primaryTier.update(primary, this.factory, this.env);
+    this.backup = this.backupTier.update(backup, this.factory, this.env);
     if (this.list.length !== this.endpoints.size) this.refreshList();
   }
 
@@ -397,6 +403,25 @@ if (typeof Symbol.dispose === 'symbol') {
     writable: true,
     configurable: true,
   });
+}
+
+/** One tier's snapshot: the endpoints and weights its picker was built over. */
+class Tier<B> {
+  private endpoints: readonly Endpoint<B>[] = [];
+  private weights: readonly number[] = [];
+  private picker: Picker<B> | undefined;
+
+  /** Returns the tier's picker, built anew only when the endpoints or their weights changed. */
+  update(endpoints: Endpoint<B>[], factory: PickerFactory<B>, env: PickerEnvironment): Picker<B> | undefined {
+    const same =
+      endpoints.length === this.endpoints.length &&
+      endpoints.every((ep, i) => ep === this.endpoints[i] && ep.effectiveWeight === this.weights[i]);
+    if (same) return this.picker;
+    this.endpoints = endpoints;
+    this.weights = endpoints.map((ep) => ep.effectiveWeight);
+    this.picker = endpoints.length > 0 ? factory(endpoints, env) : undefined;
+    return this.picker;
+  }
 }
 
 /** The slot returned by `acquire`; its release is idempotent. */
