@@ -5,6 +5,8 @@ import {
   FairpickError,
   isFairpickError,
   type Picker,
+  type PickerEndpoint,
+  type PickerEnvironment,
   type PickerFactory,
 } from '../src/index.js';
 
@@ -110,6 +112,36 @@ describe('membership', () => {
     const lb = createBalancer({ algorithm: 'round-robin', random: () => 0, backends: list });
     expect(sequence(lb, 2)).toBe('a b');
     lb.set(list.map((b) => ({ ...b })));
+    expect(sequence(lb, 4)).toBe('a a b a');
+  });
+
+  it('a change to one tier leaves the other tier picker and its position alone', () => {
+    const builds: string[][] = [];
+    const lb = createBalancer<BackendSpec>({
+      algorithm: (endpoints, env) => {
+        builds.push(endpoints.map((e) => e.id));
+        return roundRobinOver(endpoints, env);
+      },
+      backends: [{ id: 'a' }, { id: 'b' }],
+    });
+    expect(builds).toEqual([['a', 'b']]);
+    lb.add({ id: 'spare', backup: true });
+    lb.update('spare', { weight: 3 });
+    expect(builds).toEqual([['a', 'b'], ['spare'], ['spare']]);
+    lb.update('a', { maxInFlight: 5 }); // not a change of the pickable set or its weights
+    expect(builds).toHaveLength(3);
+    lb.update('b', { weight: 2 });
+    expect(builds.at(-1)).toEqual(['a', 'b']);
+  });
+
+  it('adding a backup keeps the round-robin position of the primaries', () => {
+    const lb = createBalancer<BackendSpec>({
+      algorithm: 'round-robin',
+      random: () => 0,
+      backends: [{ id: 'a', weight: 2 }, { id: 'b' }],
+    });
+    expect(sequence(lb, 2)).toBe('a b');
+    lb.add({ id: 'spare', backup: true });
     expect(sequence(lb, 4)).toBe('a a b a');
   });
 
@@ -280,6 +312,23 @@ describe('FairpickError', () => {
     expect(isFairpickError(null)).toBe(false);
   });
 });
+
+/** A minimal custom picker: the admitted endpoints in turn. */
+function roundRobinOver<B>(endpoints: readonly PickerEndpoint<B>[], _env: PickerEnvironment): Picker<B> {
+  let next = 0;
+  return {
+    pick(request) {
+      for (let k = 0; k < endpoints.length; k++) {
+        const ep = endpoints[(next + k) % endpoints.length];
+        if (ep !== undefined && request.admits(ep)) {
+          next = (next + k + 1) % endpoints.length;
+          return ep;
+        }
+      }
+      return undefined;
+    },
+  };
+}
 
 function catchError(fn: () => unknown): unknown {
   try {

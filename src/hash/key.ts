@@ -2,7 +2,7 @@ import { FairpickError } from '../errors.js';
 import type { PickRequest } from '../pickers/picker.js';
 import { describe } from '../validate.js';
 import { parseIp } from './ip.js';
-import { murmur3, murmur3Bytes } from './murmur3.js';
+import { hashBytes, hashString } from './murmur3.js';
 
 /**
  * Where a hash picker takes its 32-bit key hash from. Part of the public contract: a key's hash
@@ -19,8 +19,8 @@ export class RequestKey implements KeySource {
 
   hash(request: PickRequest): number {
     const key = request.key;
-    if (typeof key === 'string') return murmur3(key, 0);
-    if (key instanceof Uint8Array) return murmur3Bytes(key, 0);
+    if (typeof key === 'string') return hashString(key, 0);
+    if (key instanceof Uint8Array) return hashBytes(key, 0, key.length);
     throw new FairpickError(
       'ERR_INVALID_ARGUMENT',
       `ctx.key must be a string or a Uint8Array for algorithm '${this.algorithm}'; received ${describe(key)}`,
@@ -52,6 +52,6 @@ export class ClientIpKey implements KeySource {
         `ctx.clientIp must be an IPv4 or IPv6 address; received ${describe(ip)}`,
       );
     }
-    return murmur3Bytes(this.bytes, 0, length);
+    return hashBytes(this.bytes, 0, length);
   }
 }

@@ -9,6 +9,8 @@
  * same major version.
  */
 
+import { invalid } from '../validate.js';
+
 const C1 = 0xcc9e2d51;
 const C2 = 0x1b873593;
 
@@ -60,10 +62,40 @@ export function fmix32(x: number): number {
 /**
  * MurmurHash3 x86_32 of the UTF-8 encoding of `text`, without allocating.
  * @param text - any string; lone surrogates are hashed as U+FFFD (EF BF BD).
- * @param seed - a 32-bit seed. @defaultValue 0
+ * @param seed - a 32-bit seed (an integer; taken modulo 2^32). @defaultValue 0
  * @returns an unsigned 32-bit integer.
+ * @throws {@link FairpickError} `ERR_INVALID_ARGUMENT` when `text` is not a string or `seed` not an integer.
  */
 export function murmur3(text: string, seed = 0): number {
+  if (typeof text !== 'string') throw invalid('text', text, 'a string');
+  requireSeed(seed);
+  return hashString(text, seed);
+}
+
+/**
+ * MurmurHash3 x86_32 of a byte array.
+ * @param bytes - the input.
+ * @param seed - a 32-bit seed (an integer; taken modulo 2^32). @defaultValue 0
+ * @param length - how many bytes of `bytes` to hash, from the start: an integer from 0 to
+ *   `bytes.length`. @defaultValue bytes.length
+ * @returns an unsigned 32-bit integer.
+ * @throws {@link FairpickError} `ERR_INVALID_ARGUMENT` for a value outside those.
+ */
+export function murmur3Bytes(bytes: Uint8Array, seed = 0, length: number = bytes?.length): number {
+  if (!(bytes instanceof Uint8Array)) throw invalid('bytes', bytes, 'a Uint8Array');
+  requireSeed(seed);
+  if (!Number.isInteger(length) || length < 0 || length > bytes.length) {
+    throw invalid('length', length, `an integer from 0 to ${bytes.length}`);
+  }
+  return hashBytes(bytes, seed, length);
+}
+
+function requireSeed(seed: unknown): void {
+  if (!Number.isInteger(seed)) throw invalid('seed', seed, 'an integer');
+}
+
+/** {@link murmur3} without argument checks, for the hot path. */
+export function hashString(text: string, seed: number): number {
   begin(seed);
   const n = text.length;
   for (let i = 0; i < n; i++) {
@@ -97,14 +129,8 @@ export function murmur3(text: string, seed = 0): number {
   return finish();
 }
 
-/**
- * MurmurHash3 x86_32 of a byte array.
- * @param bytes - the input.
- * @param seed - a 32-bit seed. @defaultValue 0
- * @param length - how many bytes of `bytes` to hash, from the start. @defaultValue bytes.length
- * @returns an unsigned 32-bit integer.
- */
-export function murmur3Bytes(bytes: Uint8Array, seed = 0, length = bytes.length): number {
+/** {@link murmur3Bytes} without argument checks, for the hot path. */
+export function hashBytes(bytes: Uint8Array, seed: number, length: number): number {
   begin(seed);
   for (let i = 0; i < length; i++) put(bytes[i] as number);
   return finish();
