@@ -1,13 +1,15 @@
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: { index: 'src/index.ts' },
+  // The core and each subpath; shared code lands in chunks, which the core check follows.
+  entry: { index: 'src/index.ts', 'node/index': 'src/node/index.ts' },
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,
   clean: true,
   target: 'es2022',
   platform: 'neutral',
+  external: [/^node:/],
   treeshake: true,
-  tsconfig: 'tsconfig.json',
+  tsconfig: 'tsconfig.node.json',
 });

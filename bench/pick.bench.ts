@@ -1,8 +1,9 @@
 // npm run bench [-- <filter>...] [--runs=N] [--single-process]
 //
 // ns per pick() and per acquire()+release() for every built-in algorithm, beside the floor of
-// an array-index loop measured in the same run, then the DESIGN.md section 8 targets and the
-// bytes allocated per pick. See bench/README.md.
+// an array-index loop measured in the same run (and, for the hash pickers, a second floor:
+// murmur3 over the same keys), then the DESIGN.md section 8 targets, the bytes allocated per
+// pick and the hash pickers' rebuild cost. See bench/README.md.
 
 import { fork } from 'node:child_process';
 import os from 'node:os';
@@ -16,7 +17,16 @@ import {
   type Case,
   casesFor,
   consume,
+  isFloor,
+  KEY_COUNT,
   type Kind,
+  REBUILD_BUDGET_MS,
+  REBUILD_MAX_REPS,
+  REBUILD_MIN_REPS,
+  REBUILD_WARMUP,
+  type RebuildResult,
+  rebuildCaseName,
+  rebuildCost,
   SIZES,
   sinkValue,
   WEIGHTED_N,
@@ -48,6 +58,7 @@ interface Report {
   readonly group: string;
   readonly rows: Row[];
   readonly allocs: AllocResult[];
+  readonly rebuilds: RebuildResult[];
   readonly sink: number;
 }
 
@@ -63,13 +74,24 @@ function matches(name: string): boolean {
   return filters.length === 0 || filters.some((f) => name.includes(f));
 }
 
-/** The group's tasks the filter selects, with the floor at each n they use (every ratio needs it). */
-function selectedCases(group: string): Case[] {
+function algorithmOf(group: string) {
   const algorithm = ALGORITHMS.find((a) => a.label === group);
   if (algorithm === undefined) throw new Error(`unknown group ${group}`);
-  const all = casesFor(algorithm);
-  const sizes = new Set(all.filter((c) => c.kind !== 'floor' && matches(c.name)).map((c) => c.n));
-  return all.filter((c) => sizes.has(c.n) && (c.kind === 'floor' || matches(c.name)));
+  return algorithm;
+}
+
+/** The group's tasks the filter selects, with the floors at each n they use (every ratio needs them). */
+function selectedCases(group: string): Case[] {
+  const all = casesFor(algorithmOf(group));
+  const sizes = new Set(all.filter((c) => !isFloor(c.kind) && matches(c.name)).map((c) => c.n));
+  return all.filter((c) => sizes.has(c.n) && (isFloor(c.kind) || matches(c.name)));
+}
+
+/** The pool sizes whose rebuild cost the filter selects (tasks named like `maglev n=100 add+remove`). */
+function selectedRebuilds(group: string): number[] {
+  const algorithm = algorithmOf(group);
+  if (!algorithm.rebuild) return [];
+  return algorithm.sizes.filter((n) => matches(rebuildCaseName(algorithm.label, n)));
 }
 
 /** Runs one group's tasks in this process. */
@@ -91,7 +113,7 @@ async function runGroup(group: string): Promise<Report> {
       { async: false },
     );
   }
-  bench.runSync();
+  if (cases.length > 0) bench.runSync();
   const rows: Row[] = cases.map((c) => {
     const result = bench.getTask(c.name)?.result;
     if (result === undefined || result.state !== 'completed') {
@@ -111,9 +133,12 @@ async function runGroup(group: string): Promise<Report> {
       nsMax: result.latency.p50 * 1e6,
     };
   });
-  const probed = cases.filter((c) => c.kind !== 'floor' && c.n === WEIGHTED_N);
+  const probed = cases.filter((c) => !isFloor(c.kind) && c.n === WEIGHTED_N);
   const allocs = probed.length > 0 ? await allocPerOp(probed) : [];
-  return { group, rows, allocs, sink: sinkValue() - sinkBefore };
+  // After the timed tasks and the probe, so the rebuilds' garbage disturbs neither.
+  const algorithm = algorithmOf(group);
+  const rebuilds = selectedRebuilds(group).map((n) => rebuildCost(algorithm, n));
+  return { group, rows, allocs, rebuilds, sink: sinkValue() - sinkBefore };
 }
 
 function runChild(group: string): Promise<Report> {
@@ -158,7 +183,19 @@ function merge(reports: Report[]): Report {
     const same = reports.map((r) => r.allocs.find((x) => x.name === a.name) as AllocResult);
     return { ...a, bytesPerOp: median(same.map((x) => x.bytesPerOp)) };
   });
-  return { group: first.group, rows, allocs, sink: reports.reduce((t, r) => t + r.sink, 0) };
+  const rebuilds = first.rebuilds.map((b) => {
+    const same = reports.map((r) => r.rebuilds.find((x) => x.n === b.n) as RebuildResult);
+    return {
+      ...b,
+      reps: same.reduce((t, x) => t + x.reps, 0),
+      addMs: median(same.map((x) => x.addMs)),
+      removeMs: median(same.map((x) => x.removeMs)),
+      pairMs: median(same.map((x) => x.pairMs)),
+      pairMinMs: Math.min(...same.map((x) => x.pairMinMs)),
+      pairMaxMs: Math.max(...same.map((x) => x.pairMaxMs)),
+    };
+  });
+  return { group: first.group, rows, allocs, rebuilds, sink: reports.reduce((t, r) => t + r.sink, 0) };
 }
 
 // ---- output -----------------------------------------------------------------------------
@@ -186,6 +223,9 @@ function printReport(reports: Report[], seconds: number): void {
   /** The floor measured in the same process as `label`'s tasks. */
   const floor = (label: string, n: number) =>
     rows.find((r) => r.group === label && r.kind === 'floor' && r.n === n)?.ns;
+  /** The hash floor (murmur3 over the same keys) measured in the same process as `label`'s tasks. */
+  const hashFloor = (label: string, n: number) =>
+    rows.find((r) => r.group === label && r.kind === 'hash floor' && r.n === n)?.ns;
 
   const cpus = os.cpus();
   console.log(
@@ -200,9 +240,9 @@ function printReport(reports: Report[], seconds: number): void {
   );
 
   const body: string[][] = [];
-  for (const algorithm of ALGORITHMS) {
+  for (const algorithm of ALGORITHMS.filter((a) => a.keys === 'none')) {
     const variants: [number, boolean][] = [];
-    for (const n of SIZES) {
+    for (const n of algorithm.sizes) {
       variants.push([n, false]);
       if (algorithm.weighted && n === WEIGHTED_N) variants.push([n, true]);
     }
@@ -240,6 +280,54 @@ function printReport(reports: Report[], seconds: number): void {
     ),
   );
 
+  // ---- hash pickers -----------------------------------------------------------------------
+  const hashBody: string[][] = [];
+  for (const algorithm of ALGORITHMS.filter((a) => a.keys !== 'none')) {
+    for (const n of algorithm.sizes) {
+      const pick = find(algorithm.label, n, false, 'pick');
+      const ar = find(algorithm.label, n, false, 'acquire+release');
+      if (pick === undefined && ar === undefined) continue;
+      const hf = hashFloor(algorithm.label, n);
+      const fl = floor(algorithm.label, n);
+      hashBody.push([
+        algorithm.label,
+        String(n),
+        fmtNs(pick?.ns),
+        fmtNs(hf),
+        pick !== undefined && hf !== undefined ? (pick.ns / hf).toFixed(2) : '-',
+        fmtNs(fl),
+        fmtNs(ar?.ns),
+        `${fmtNs(pick?.meanNs)} / ${fmtNs(ar?.meanNs)}`,
+        ...(runs > 1 ? [pick === undefined ? '-' : `${fmtNs(pick.nsMin)}-${fmtNs(pick.nsMax)}`] : []),
+      ]);
+    }
+  }
+  if (hashBody.length > 0) {
+    console.log(
+      `\nHash pickers: pick({ key }) with ${KEY_COUNT} pre-generated URL paths of 20-60 characters, cycled ` +
+        `(ip-hash, default method maglev: pick({ clientIp }) with ${KEY_COUNT} IPv4 or IPv6 addresses).\n` +
+        'hash floor: murmur3(key, 0) alone over the same keys, in the same process, just before the tasks at that n; ' +
+        'x hash = ns/pick / hash floor.\n',
+    );
+    console.log(
+      table(
+        [
+          'algorithm',
+          'n',
+          'ns/pick',
+          'hash floor',
+          'x hash',
+          'arr floor',
+          'ns/acquire+release',
+          'mean pick / a+r',
+          ...(runs > 1 ? ['ns/pick range'] : []),
+        ],
+        hashBody,
+        [false, true, true, true, true, true, true, true, true],
+      ),
+    );
+  }
+
   // ---- DESIGN.md section 8 --------------------------------------------------------------
   const checks: string[][] = [];
   let met = 0;
@@ -265,6 +353,16 @@ function printReport(reports: Report[], seconds: number): void {
   for (const label of ['least-connections', 'p2c in-flight', 'p2c peak-ewma']) {
     check(`${label} pick / floor, n=10`, pickRatio(label, 10, false), 6, 'x');
   }
+  const hashRatio = (label: string, n: number) => {
+    const p = find(label, n, false, 'pick')?.ns;
+    const f = hashFloor(label, n);
+    return p !== undefined && f !== undefined ? p / f : undefined;
+  };
+  const growth = (label: string) => {
+    const small = find(label, 10, false, 'pick')?.ns;
+    const large = find(label, 1000, false, 'pick')?.ns;
+    return small !== undefined && large !== undefined ? large / small : undefined;
+  };
   const lc10 = find('least-connections', 10, false, 'pick')?.ns;
   const lc1000 = find('least-connections', 1000, false, 'pick')?.ns;
   check(
@@ -273,6 +371,14 @@ function printReport(reports: Report[], seconds: number): void {
     3,
     'x',
   );
+  for (const [label, limit] of [
+    ['maglev', 1.5],
+    ['ring-hash', 2.5],
+  ] as const) {
+    for (const n of [10, 100, 1000]) check(`${label} pick / hash floor, n=${n}`, hashRatio(label, n), limit, 'x');
+  }
+  check('maglev pick n=1000 / n=10', growth('maglev'), 1.5, 'x');
+  check('ring-hash pick n=1000 / n=10', growth('ring-hash'), 3, 'x');
   for (const a of allocs.filter((x) => x.name.endsWith(' pick'))) {
     check(`${a.name}: bytes allocated per pick`, a.bytesPerOp, 0.1, ' B');
   }
@@ -297,6 +403,33 @@ function printReport(reports: Report[], seconds: number): void {
     );
   }
 
+  // ---- rebuild cost ---------------------------------------------------------------------
+  const rebuilds = reports.flatMap((r) => r.rebuilds);
+  if (rebuilds.length > 0) {
+    console.log(
+      '\nRebuild cost of the hash pickers: lb.add() of one new backend, then lb.remove() of it (each rebuilds ' +
+        `the picker). ${REBUILD_WARMUP} untimed pairs, then at least ${REBUILD_MIN_REPS} and at most ` +
+        `${REBUILD_MAX_REPS} timed pairs, until ${REBUILD_BUDGET_MS} ms have passed; medians in ms ` +
+        '(ip-hash IPv6 builds the same table as IPv4: not repeated)\n',
+    );
+    const fmtMs = (ms: number) => (ms < 0.1 ? ms.toFixed(4) : ms < 10 ? ms.toFixed(3) : ms.toFixed(1));
+    console.log(
+      table(
+        ['algorithm', 'n', 'add ms', 'remove ms', 'add+remove ms', 'fastest-slowest pair', 'pairs'],
+        rebuilds.map((b) => [
+          b.label,
+          String(b.n),
+          fmtMs(b.addMs),
+          fmtMs(b.removeMs),
+          fmtMs(b.pairMs),
+          `${fmtMs(b.pairMinMs)}-${fmtMs(b.pairMaxMs)}`,
+          String(b.reps),
+        ]),
+        [false, true, true, true, true, true, true],
+      ),
+    );
+  }
+
   const sink = reports.reduce((s, r) => s + r.sink, 0);
   console.log(`\nsink ${sink} (every picked backend's weight, summed so the work cannot be optimised away)`);
   console.log(`finished in ${seconds.toFixed(1)} s`);
@@ -310,7 +443,7 @@ if (childGroup !== undefined) {
 } else {
   const started = performance.now();
   const reports: Report[] = [];
-  const groups = GROUPS.filter((g) => selectedCases(g).length > 0);
+  const groups = GROUPS.filter((g) => selectedCases(g).length > 0 || selectedRebuilds(g).length > 0);
   if (groups.length === 0) {
     console.error(`no task matches ${filters.map((f) => `'${f}'`).join(' or ')}`);
     process.exit(2);

@@ -34,10 +34,21 @@ if (seen !== 'a b a') throw new Error('unexpected sequence ' + seen);
 let code;
 try { lb.pick({ exclude: new Set(['a', 'b']) }); } catch (e) { code = isFairpickError(e) && e.code; }
 if (code !== 'ERR_NO_BACKEND') throw new Error('expected ERR_NO_BACKEND, got ' + code);
+if (typeof httpProbe !== 'function' || typeof tcpProbe !== 'function') throw new Error('fairpick/node is missing its probes');
 console.log('ok: ' + seen);
 `;
-  writeFileSync(join(app, 'esm.mjs'), pickScript("import { createBalancer, isFairpickError } from 'fairpick';"));
-  writeFileSync(join(app, 'cjs.cjs'), pickScript("const { createBalancer, isFairpickError } = require('fairpick');"));
+  writeFileSync(
+    join(app, 'esm.mjs'),
+    pickScript(
+      "import { createBalancer, isFairpickError } from 'fairpick';\nimport { httpProbe, tcpProbe } from 'fairpick/node';",
+    ),
+  );
+  writeFileSync(
+    join(app, 'cjs.cjs'),
+    pickScript(
+      "const { createBalancer, isFairpickError } = require('fairpick');\nconst { httpProbe, tcpProbe } = require('fairpick/node');",
+    ),
+  );
   run('node', ['esm.mjs'], app);
   run('node', ['cjs.cjs'], app);
   console.log('package check passed');

@@ -1,11 +1,14 @@
 import { ALGORITHM_OPTIONS, builtInFactory } from './algorithms.js';
 import { FairpickError } from './errors.js';
 import { Emitter } from './events.js';
+import { type HealthSettings, healthSettings } from './health/settings.js';
+import { HealthTracker, type TrackerHost } from './health/tracker.js';
 import type { AlgorithmName, BalancerOptions } from './options.js';
 import type { Picker, PickerEndpoint, PickerEnvironment, PickerFactory, PickRequest } from './pickers/picker.js';
 import { type BackendSettings, Endpoint } from './pool.js';
 import { createDefaultRandom } from './random.js';
 import { monotonicNow } from './runtime.js';
+import { hostTimers, type Timers } from './timers.js';
 import type {
   BackendSpec,
   BackendStats,
@@ -33,8 +36,9 @@ import {
 /** Finagle's and Linkerd's decay time for the latency EWMA. */
 const DEFAULT_DECAY_MS = 10_000;
 
-const COMMON_OPTIONS = ['algorithm', 'backends', 'random', 'now'] as const;
-const EVENTS: readonly BalancerEventName[] = ['added', 'removed'];
+const COMMON_OPTIONS = ['algorithm', 'backends', 'random', 'now', 'health', 'timers'] as const;
+const EVENTS: readonly BalancerEventName[] = ['added', 'removed', 'health', 'panic'];
+const HASH_ALGORITHMS: readonly string[] = ['ring-hash', 'maglev', 'rendezvous', 'ip-hash'];
 const UPDATE_FIELDS = ['weight', 'backup', 'maxInFlight'];
 
 /**
@@ -75,6 +79,8 @@ class PickState implements PickRequest {
 }
 
 interface Normalized<B> {
+  readonly health: HealthSettings<B>;
+  readonly timers: Timers;
   readonly algorithm: string;
   readonly factory: PickerFactory<B>;
   readonly env: PickerEnvironment;
@@ -127,9 +133,18 @@ function normalize<B extends BackendSpec>(options: BalancerOptions<B>): Normaliz
     options.algorithm === 'p2c' && options.decayMs !== undefined
       ? requirePositiveNumber(options.decayMs, 'options.decayMs')
       : DEFAULT_DECAY_MS;
+  const health = healthSettings(options.health);
+  const timers = options.timers === undefined ? hostTimers : timersOption(options.timers);
   const backends = options.backends ?? [];
   const settings = backendList(backends, 'options.backends');
-  return { algorithm: name, factory, env: { random, now }, decayMs, backends, settings };
+  return { algorithm: name, factory, env: { random, now }, decayMs, backends, settings, health, timers };
+}
+
+function timersOption(value: unknown): Timers {
+  if (!isObject(value) || typeof value.setTimeout !== 'function' || typeof value.clearTimeout !== 'function') {
+    throw invalid('options.timers', value, 'an object with setTimeout and clearTimeout functions');
+  }
+  return value as unknown as Timers;
 }
 
 class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
@@ -146,6 +161,9 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
   private readonly backupTier = new Tier<B>();
   private readonly request = new PickState();
   private readonly emitter = new Emitter<BalancerEvents<B>>();
+  private readonly health: HealthTracker<B>;
+  private readonly panicThreshold: number;
+  private panic = false;
   declare [Symbol.dispose]: () => void;
 
   constructor(options: BalancerOptions<B>) {
@@ -154,10 +172,31 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
     this.factory = normalized.factory;
     this.env = normalized.env;
     this.decayMs = normalized.decayMs;
+    this.panicThreshold = normalized.health.panicThreshold;
+    const host: TrackerHost<B> = {
+      now: this.env.now,
+      random: this.env.random,
+      timers: normalized.timers,
+      endpoints: () => this.endpoints.values(),
+      changed: () => this.rebuild(),
+      transitioned: (ep, from, to, reason) => {
+        if (this.emitter.has('health')) {
+          this.emitter.emit('health', { backend: ep.backend, id: ep.id, from, to, reason, at: this.env.now() });
+        }
+      },
+    };
+    this.health = new HealthTracker(normalized.health, host, !HASH_ALGORITHMS.includes(normalized.algorithm));
+    const n = normalized.settings.length;
     normalized.settings.forEach((s, i) => {
-      this.endpoints.set(s.id, new Endpoint(normalized.backends[i] as B, s, this.decayMs));
+      const ep = new Endpoint(normalized.backends[i] as B, s, this.decayMs);
+      this.endpoints.set(s.id, ep);
+      this.health.attach(ep, i / n, false);
     });
     this.rebuild();
+  }
+
+  get panicking(): boolean {
+    return this.panic;
   }
 
   get backends(): readonly B[] {
@@ -180,7 +219,9 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
     if (this.endpoints.has(s.id)) {
       throw invalid('backend.id', s.id, 'an id not already in the pool');
     }
-    this.endpoints.set(s.id, new Endpoint(backend, s, this.decayMs));
+    const ep = new Endpoint(backend, s, this.decayMs);
+    this.endpoints.set(s.id, ep);
+    this.health.attach(ep, this.env.random(), true);
     this.changed();
     this.emitter.emit('added', backend);
   }
@@ -189,6 +230,7 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
     const ep = this.known(id);
     this.endpoints.delete(id);
     ep.index = -1;
+    this.health.detach(ep);
     this.changed();
     this.emitter.emit('removed', ep.backend);
     return ep.backend;
@@ -214,23 +256,34 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
           ? Number.POSITIVE_INFINITY
           : requireMaxInFlight(patch.maxInFlight, 'patch.maxInFlight');
     ep.weight = weight;
-    ep.effectiveWeight = weight;
+    ep.effectiveWeight = weight * ep.rampFactor;
     ep.backup = backup;
     ep.maxInFlight = maxInFlight;
     this.changed();
+  }
+
+  markDown(id: string): void {
+    this.health.markDown(this.known(id));
+  }
+
+  markUp(id: string): void {
+    this.health.markUp(this.known(id));
   }
 
   set(backends: readonly B[]): void {
     const settings = backendList(backends, 'backends');
     const next = new Map<string, Endpoint<B>>();
     const added: B[] = [];
+    const joined: Endpoint<B>[] = [];
     let structural = settings.length !== this.endpoints.size;
     const previousOrder = [...this.endpoints.keys()];
     settings.forEach((s, i) => {
       const backend = backends[i] as B;
       const ep = this.endpoints.get(s.id);
       if (ep === undefined) {
-        next.set(s.id, new Endpoint(backend, s, this.decayMs));
+        const fresh = new Endpoint(backend, s, this.decayMs);
+        next.set(s.id, fresh);
+        joined.push(fresh);
         added.push(backend);
         structural = true;
         return;
@@ -239,7 +292,7 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
       if (previousOrder[i] !== s.id) structural = true;
       ep.backend = backend;
       ep.weight = s.weight;
-      ep.effectiveWeight = s.weight;
+      ep.effectiveWeight = s.weight * ep.rampFactor;
       ep.backup = s.backup;
       ep.maxInFlight = s.maxInFlight;
       next.set(s.id, ep);
@@ -248,9 +301,11 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
     for (const [id, ep] of this.endpoints) {
       if (next.has(id)) continue;
       ep.index = -1;
+      this.health.detach(ep);
       removed.push(ep.backend);
     }
     this.endpoints = next;
+    for (const ep of joined) this.health.attach(ep, this.env.random(), true);
     // Service discovery often delivers the same list again: keep the pickers' state then.
     if (structural) this.changed();
     else this.refreshList();
@@ -279,6 +334,14 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
         state: ep.state,
         pickable: ep.index >= 0,
         ewmaMs: ep.latencyAt(now),
+        manualDown: ep.manualDown,
+        consecutiveSuccesses: ep.consecutiveSuccesses,
+        consecutiveFailures: ep.consecutiveFailures,
+        passiveFailures: ep.passiveFailures,
+        ejections: ep.ejections,
+        ejectedForMs: ep.ejectedUntil > 0 ? Math.max(0, ep.ejectedUntil - now) : 0,
+        lastCheck:
+          ep.lastCheckOk === undefined ? null : { ok: ep.lastCheckOk, at: ep.lastCheckAt, durationMs: ep.lastCheckMs },
       });
     }
     return out;
@@ -293,7 +356,7 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
   }
 
   close(): void {
-    // The balancer owns no timer until health checks are configured; nothing to stop.
+    this.health.close();
   }
 
   /** @internal Called by a slot when its request ends. */
@@ -301,9 +364,11 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
     ep.inFlight--;
     this.loadChanged(ep);
     if (result === undefined) return;
-    if (result.ok === true) ep.successes++;
-    else if (result.ok === false) ep.failures++;
     if (result.latencyMs !== undefined) ep.observeLatency(result.latencyMs, this.env.now());
+    if (result.ok === undefined) return;
+    if (result.ok) ep.successes++;
+    else ep.failures++;
+    this.health.observe(ep, result.ok);
   }
 
   private choose(ctx: PickContext | undefined): Endpoint<B> {
@@ -337,7 +402,7 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
 
   private loadChanged(ep: Endpoint<B>): void {
     if (ep.index < 0) return;
-    const picker = ep.backup ? this.backup : this.primary;
+    const picker = ep.tier === 0 ? this.primary : this.backup;
     picker?.loadChanged?.(ep);
   }
 
@@ -365,16 +430,42 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
   private rebuild(): void {
     const primary: Endpoint<B>[] = [];
     const backup: Endpoint<B>[] = [];
+    let primaries = 0; // primaries with weight > 0 that no operator drained
     for (const ep of this.endpoints.values()) {
       ep.index = -1;
-      if (!ep.pickable) continue;
-      const tier = ep.backup ? backup : primary;
-      ep.index = tier.length;
-      tier.push(ep);
+      if (!ep.backup && ep.weight > 0 && !ep.manualDown) primaries++;
+      if (ep.pickable) (ep.backup ? backup : primary).push(ep);
     }
+    let panic = false;
+    if (primaries > 0 && primary.length < this.panicThreshold * primaries) {
+      if (backup.length > 0) {
+        // Too few healthy primaries: the healthy backups join them before any panic.
+        primary.push(...backup);
+        backup.length = 0;
+      } else {
+        // Panic: a thin, overloaded pool is worse than some errors; pick among all primaries.
+        panic = true;
+        primary.length = 0;
+        for (const ep of this.endpoints.values()) {
+          if (!ep.backup && ep.weight > 0 && !ep.manualDown) primary.push(ep);
+        }
+      }
+    }
+    primary.forEach((ep, i) => {
+      ep.index = i;
+      ep.tier = 0;
+    });
+    backup.forEach((ep, i) => {
+      ep.index = i;
+      ep.tier = 1;
+    });
     this.primary = this.primaryTier.update(primary, this.factory, this.env);
     this.backup = this.backupTier.update(backup, this.factory, this.env);
     if (this.list.length !== this.endpoints.size) this.refreshList();
+    if (panic !== this.panic) {
+      this.panic = panic;
+      this.emitter.emit('panic', { active: panic, at: this.env.now() });
+    }
   }
 
   private noBackend(ctx: PickContext | undefined): FairpickError {

@@ -8,6 +8,7 @@ export { createBalancer } from './balancer.js';
 export type { FairpickErrorCode } from './errors.js';
 export { FairpickError, isFairpickError } from './errors.js';
 export { fmix32, murmur3, murmur3Bytes } from './hash/murmur3.js';
+export type { ActiveHealthOptions, HealthOptions, PassiveHealthOptions } from './health/options.js';
 export type {
   AlgorithmName,
   BalancerOptions,
@@ -25,6 +26,7 @@ export type {
 } from './options.js';
 export type { P2CLoad } from './pickers/p2c.js';
 export type { Picker, PickerEndpoint, PickerEnvironment, PickerFactory, PickRequest } from './pickers/picker.js';
+export type { Timers } from './timers.js';
 export type {
   BackendSpec,
   BackendStats,
@@ -32,7 +34,11 @@ export type {
   Balancer,
   BalancerEventName,
   BalancerEvents,
+  CheckResult,
+  HealthEvent,
+  HealthReason,
   HealthState,
+  PanicEvent,
   PickContext,
   ReleaseResult,
   Slot,

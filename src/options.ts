@@ -1,5 +1,7 @@
+import type { HealthOptions } from './health/options.js';
 import type { P2CLoad } from './pickers/p2c.js';
 import type { PickerFactory } from './pickers/picker.js';
+import type { Timers } from './timers.js';
 import type { BackendSpec } from './types.js';
 
 /** Options every algorithm accepts. */
@@ -15,10 +17,20 @@ export interface CommonOptions<B extends BackendSpec> {
    */
   readonly random?: () => number;
   /**
-   * A monotonic clock in milliseconds, for latency decay.
+   * A monotonic clock in milliseconds, for latency decay, checks, ejections and slow start.
    * @defaultValue performance.now (Date.now where the runtime has no performance)
    */
   readonly now?: () => number;
+  /**
+   * Active checks, passive ejection, slow start and panic mode. Omit for none: every backend then
+   * stays healthy unless marked down by hand.
+   */
+  readonly health?: HealthOptions<B>;
+  /**
+   * The timers health tracking schedules with. Inject fakes, with `now`, to test without waiting.
+   * @defaultValue the runtime's setTimeout and clearTimeout, unref'ed where the runtime allows
+   */
+  readonly timers?: Timers;
 }
 
 /** Smooth weighted round robin (NGINX). */

@@ -26,6 +26,27 @@ export class Endpoint<B> implements PickerEndpoint<B> {
   successes = 0;
   failures = 0;
   state: HealthState = 'healthy';
+  // Health flags; the state follows from them (see HealthTracker).
+  manualDown = false;
+  probeDown = false;
+  /** When the current ejection ends (balancer clock), or 0 when not ejected. */
+  ejectedUntil = 0;
+  ejections = 0;
+  /** The multiplier of the next ejection's length, earned back while healthy. */
+  ejectionLevel = 0;
+  restoredAt: number | undefined = undefined;
+  passiveFailures = 0;
+  consecutiveSuccesses = 0;
+  consecutiveFailures = 0;
+  lastCheckOk: boolean | undefined = undefined;
+  lastCheckAt = 0;
+  lastCheckMs = 0;
+  /** When slow start began, or undefined when not ramping. */
+  rampStart: number | undefined = undefined;
+  /** effectiveWeight = weight x rampFactor. */
+  rampFactor = 1;
+  /** Which tier's picker holds it: 0 primary, 1 backup (the backups join the primaries below the panic threshold). */
+  tier = 0;
   /** Position in its tier's current snapshot, or -1 when not pickable. */
   index = -1;
   /** Peak-EWMA latency estimate (ms) as of `ewmaStamp`; read directly by the p2c picker. */

@@ -56,13 +56,23 @@ export interface Slot<B> {
 }
 
 /**
- * A backend's health state. Until health tracking is configured every backend is `healthy`.
+ * A backend's health state.
  * - `healthy`: picked normally.
  * - `down`: failed its active checks.
  * - `ejected`: removed for a while by passive outlier detection.
  * - `slow-start`: recovering; picked with a reduced effective weight.
  */
 export type HealthState = 'healthy' | 'down' | 'ejected' | 'slow-start';
+
+/** The outcome of one active health check. */
+export interface CheckResult {
+  /** Whether the backend passed. */
+  readonly ok: boolean;
+  /** When the check ended, on the balancer's clock (`now`). */
+  readonly at: number;
+  /** How long it took, in milliseconds. */
+  readonly durationMs: number;
+}
 
 /** A snapshot of one backend's counters, from {@link Balancer.stats}. */
 export interface BackendStats {
@@ -90,6 +100,47 @@ export interface BackendStats {
   readonly pickable: boolean;
   /** Peak-EWMA latency estimate in milliseconds, decayed to now; `0` before any latency was reported. */
   readonly ewmaMs: number;
+  /** Held down by `markDown` (until `markUp`). */
+  readonly manualDown: boolean;
+  /** Consecutive successful active checks (reset by a failure). */
+  readonly consecutiveSuccesses: number;
+  /** Consecutive failed active checks (reset by a success). */
+  readonly consecutiveFailures: number;
+  /** Consecutive failed releases counted towards passive ejection. */
+  readonly passiveFailures: number;
+  /** How many times passive detection ejected it. */
+  readonly ejections: number;
+  /** Milliseconds until the current ejection ends; `0` when not ejected. */
+  readonly ejectedForMs: number;
+  /** The last active check; `null` before any. */
+  readonly lastCheck: CheckResult | null;
+}
+
+/** Why a backend changed state: a check, passive ejection, an operator, or the end of an ejection or slow start. */
+export type HealthReason = 'probe' | 'passive' | 'manual' | 'recovered';
+
+/** A backend's change of health state, emitted as `'health'`. */
+export interface HealthEvent<B> {
+  /** The backend. */
+  readonly backend: B;
+  /** Its id. */
+  readonly id: string;
+  /** The state it left. */
+  readonly from: HealthState;
+  /** The state it entered. */
+  readonly to: HealthState;
+  /** What caused the change. */
+  readonly reason: HealthReason;
+  /** When, on the balancer's clock (`now`). */
+  readonly at: number;
+}
+
+/** Panic mode starting or ending, emitted as `'panic'`. */
+export interface PanicEvent {
+  /** True on entry, false on exit. */
+  readonly active: boolean;
+  /** When, on the balancer's clock (`now`). */
+  readonly at: number;
 }
 
 /** The events a balancer emits, with the payload each listener receives. */
@@ -98,6 +149,10 @@ export interface BalancerEvents<B> {
   readonly added: B;
   /** A backend left the pool (`remove` or `set`). */
   readonly removed: B;
+  /** A backend changed health state. */
+  readonly health: HealthEvent<B>;
+  /** Panic mode started or ended. */
+  readonly panic: PanicEvent;
 }
 
 /** The name of a balancer event. */
@@ -155,13 +210,30 @@ export interface Balancer<B extends BackendSpec> {
   set(backends: readonly B[]): void;
   /** The backend with this id, or `undefined`. */
   get(id: string): B | undefined;
+  /**
+   * Takes a backend out of rotation by hand (HAProxy's `set server state maint`): state `down`,
+   * reason `manual`, until {@link Balancer.markUp}. Checks keep running but cannot bring it back.
+   * @throws {@link FairpickError} `ERR_INVALID_ARGUMENT` for an unknown id.
+   */
+  markDown(id: string): void;
+  /**
+   * Puts a backend back by hand: clears a manual drain, a failed-check state and an ejection
+   * (through slow start when configured).
+   * @throws {@link FairpickError} `ERR_INVALID_ARGUMENT` for an unknown id.
+   */
+  markUp(id: string): void;
+  /** Whether the balancer is in panic mode (see `health.panicThreshold`). */
+  readonly panicking: boolean;
   /** One snapshot per backend, in the order of {@link Balancer.backends}. */
   stats(): BackendStats[];
   /**
    * Subscribes to an event. @returns a function that unsubscribes.
    */
   on<E extends BalancerEventName>(event: E, listener: (payload: BalancerEvents<B>[E]) => void): () => void;
-  /** Stops every timer the balancer owns. Idempotent. Picks keep working on the last known state. */
+  /**
+   * Stops every timer the balancer owns (checks, ejections, slow start) and aborts the checks in
+   * progress. Idempotent. Picks keep working on the last known state.
+   */
   close(): void;
   /** Same as {@link Balancer.close}. */
   [Symbol.dispose](): void;

@@ -145,6 +145,14 @@ function verify(m: Model, r: Real, expectedEvents: readonly BalancerEvent[]): vo
     failures: e.failures,
     state: 'healthy',
     pickable: e.weight > 0,
+    // No health tracking is configured: the health fields stay at rest.
+    manualDown: false,
+    consecutiveSuccesses: 0,
+    consecutiveFailures: 0,
+    passiveFailures: 0,
+    ejections: 0,
+    ejectedForMs: 0,
+    lastCheck: null,
   }));
   if (JSON.stringify(actual) !== JSON.stringify(expected)) expect(actual).toEqual(expected);
   const backends = r.lb.backends;

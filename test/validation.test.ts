@@ -140,6 +140,8 @@ describe('membership calls reject bad input and change nothing', () => {
     ],
     ['remove an unknown id', (lb) => lb.remove('zz'), /id must be the id of a backend in the pool; received "zz"/],
     ['remove a non-string', (lb) => lb.remove(3 as never), /id must be a non-empty string; received 3/],
+    ['markDown an unknown id', (lb) => lb.markDown('zz'), /id must be the id of a backend in the pool; received "zz"/],
+    ['markUp an unknown id', (lb) => lb.markUp('zz'), /id must be the id of a backend in the pool; received "zz"/],
     [
       'update an unknown id',
       (lb) => lb.update('zz', { weight: 1 }),
@@ -172,8 +174,8 @@ describe('membership calls reject bad input and change nothing', () => {
     ['set with a non-array', (lb) => lb.set('a' as never), /backends must be an array of backends/],
     [
       'on an unknown event',
-      (lb) => lb.on('health' as never, () => {}),
-      /event must be 'added' or 'removed'; received "health"/,
+      (lb) => lb.on('up' as never, () => {}),
+      /event must be 'added' or 'removed' or 'health' or 'panic'; received "up"/,
     ],
     ['on with a non-function', (lb) => lb.on('added', 1 as never), /listener must be a function; received 1/],
     ['pick with a non-object context', (lb) => lb.pick(5 as never), /ctx must be an object or undefined; received 5/],

@@ -9,7 +9,10 @@ import { hashBytes, hashString } from './murmur3.js';
  * is `murmur3(key, 0)` over its UTF-8 bytes (or over the bytes of a `Uint8Array` key).
  */
 export interface KeySource {
-  /** The request's key hash; throws `ERR_INVALID_ARGUMENT` when the request has no usable key. */
+  /**
+   * The request's key hash, as a signed 32-bit integer (the bits of `murmur3(key, 0)`); throws
+   * `ERR_INVALID_ARGUMENT` when the request has no usable key.
+   */
   hash(request: PickRequest): number;
 }
 

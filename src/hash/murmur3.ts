@@ -30,17 +30,22 @@ function put(byte: number): void {
   block |= byte << ((length & 3) << 3);
   length++;
   if ((length & 3) === 0) {
-    h ^= scramble(block);
-    h = (h << 13) | (h >>> 19);
-    h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+    mixBlock(block);
     block = 0;
   }
 }
 
+function mixBlock(k: number): void {
+  h ^= scramble(k);
+  h = (h << 13) | (h >>> 19);
+  h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+}
+
+/** The final mix, as a signed 32-bit integer: what the pickers use (see {@link hashString}). */
 function finish(): number {
   if ((length & 3) !== 0) h ^= scramble(block);
   h ^= length;
-  return fmix32(h);
+  return mix32(h);
 }
 
 function scramble(k: number): number {
@@ -51,12 +56,16 @@ function scramble(k: number): number {
 
 /** MurmurHash3's finaliser: a bijective 32-bit mixer with full avalanche. Returns an unsigned 32-bit integer. */
 export function fmix32(x: number): number {
+  return mix32(x) >>> 0;
+}
+
+/** {@link fmix32} as a signed 32-bit integer (same bits). */
+export function mix32(x: number): number {
   x ^= x >>> 16;
   x = Math.imul(x, 0x85ebca6b);
   x ^= x >>> 13;
   x = Math.imul(x, 0xc2b2ae35);
-  x ^= x >>> 16;
-  return x >>> 0;
+  return x ^ (x >>> 16);
 }
 
 /**
@@ -69,7 +78,7 @@ export function fmix32(x: number): number {
 export function murmur3(text: string, seed = 0): number {
   if (typeof text !== 'string') throw invalid('text', text, 'a string');
   requireSeed(seed);
-  return hashString(text, seed);
+  return hashString(text, seed) >>> 0;
 }
 
 /**
@@ -87,18 +96,35 @@ export function murmur3Bytes(bytes: Uint8Array, seed = 0, length: number = bytes
   if (!Number.isInteger(length) || length < 0 || length > bytes.length) {
     throw invalid('length', length, `an integer from 0 to ${bytes.length}`);
   }
-  return hashBytes(bytes, seed, length);
+  return hashBytes(bytes, seed, length) >>> 0;
 }
 
 function requireSeed(seed: unknown): void {
   if (!Number.isInteger(seed)) throw invalid('seed', seed, 'an integer');
 }
 
-/** {@link murmur3} without argument checks, for the hot path. */
+/**
+ * {@link murmur3} without argument checks, for the hot path. It returns the same 32 bits as a
+ * signed integer: V8 keeps an int32 unboxed where an unsigned value of 2^31 or more would be
+ * allocated as a heap number when passed between functions it does not inline.
+ */
 export function hashString(text: string, seed: number): number {
   begin(seed);
   const n = text.length;
   for (let i = 0; i < n; i++) {
+    // Fast path: four ASCII characters on a block boundary are one block, as they are four bytes.
+    if ((length & 3) === 0 && i + 3 < n) {
+      const c0 = text.charCodeAt(i);
+      const c1 = text.charCodeAt(i + 1);
+      const c2 = text.charCodeAt(i + 2);
+      const c3 = text.charCodeAt(i + 3);
+      if ((c0 | c1 | c2 | c3) < 0x80) {
+        mixBlock(c0 | (c1 << 8) | (c2 << 16) | (c3 << 24));
+        length += 4;
+        i += 3;
+        continue;
+      }
+    }
     let c = text.charCodeAt(i);
     if (c < 0x80) {
       put(c);
@@ -129,7 +155,7 @@ export function hashString(text: string, seed: number): number {
   return finish();
 }
 
-/** {@link murmur3Bytes} without argument checks, for the hot path. */
+/** {@link murmur3Bytes} without argument checks, for the hot path; signed, as {@link hashString}. */
 export function hashBytes(bytes: Uint8Array, seed: number, length: number): number {
   begin(seed);
   for (let i = 0; i < length; i++) put(bytes[i] as number);

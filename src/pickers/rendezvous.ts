@@ -1,5 +1,5 @@
 import type { KeySource } from '../hash/key.js';
-import { fmix32, murmur3 } from '../hash/murmur3.js';
+import { mix32, murmur3 } from '../hash/murmur3.js';
 import { LoadBound } from './bounded-load.js';
 import { canonicalOrder } from './hash-walk.js';
 import type { Picker, PickerEndpoint, PickerFactory, PickRequest } from './picker.js';
@@ -65,7 +65,7 @@ class RendezvousPicker<B> implements Picker<B> {
     let fallback: PickerEndpoint<B> | undefined;
     let fallbackScore = Number.NEGATIVE_INFINITY;
     for (let i = 0; i < endpoints.length; i++) {
-      const x = fmix32(key ^ (this.idHash[i] as number));
+      const x = mix32(key ^ (this.idHash[i] as number)) >>> 0;
       const score = this.equalWeights ? x : -(this.weight[i] as number) / Math.log((x + 0.5) / TWO_POW_32);
       if (score <= bestScore) continue; // bestScore <= fallbackScore: nothing to gain
       const ep = endpoints[i] as PickerEndpoint<B>;

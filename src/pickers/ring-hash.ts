@@ -30,17 +30,18 @@ export interface RingSettings {
  */
 export function createRingHashFactory<B>(settings: RingSettings, keys: KeySource): PickerFactory<B> {
   const cache = new Map<string, Uint32Array>();
+  // The last rings built (one per tier at most), from which a change is applied incrementally.
+  let recent: BuiltRing[] = [];
   return (endpoints) => {
     const ordered = canonicalOrder(endpoints);
+    const ids = ordered.map((ep) => ep.id);
     const counts = pointCounts(ordered, settings);
-    const live = new Set<string>();
-    const pointsOf = ordered.map((ep, i) => {
-      live.add(ep.id);
-      return cachedPoints(cache, ep.id, counts[i] as number);
-    });
+    const ring = buildRing(ids, counts, cache, recent);
+    recent = [ring, ...recent.filter((r) => r !== ring)].slice(0, 2);
+    const live = new Set(recent.flatMap((r) => r.ids));
     for (const id of cache.keys()) if (!live.has(id)) cache.delete(id);
     const bound = settings.boundedLoad === undefined ? undefined : new LoadBound(settings.boundedLoad, endpoints);
-    return new RingHashPicker(ordered, buildRing(pointsOf, counts), keys, bound);
+    return new RingHashPicker(ordered, ring, keys, bound);
   };
 }
 
@@ -78,38 +79,129 @@ export interface Ring {
   readonly prefixStart: Uint32Array;
 }
 
-function buildRing(pointsOf: readonly Uint32Array[], counts: Uint32Array): Ring {
-  let total = 0;
-  for (const c of counts) total += c;
-  // Sort (hash, owner) pairs as one number: hash x 2^20 + owner index stays exact below 2^53,
-  // and ties on hash fall back to owner index, i.e. to id order.
-  const keyed = new Float64Array(total);
-  let k = 0;
-  pointsOf.forEach((points, owner) => {
-    const c = counts[owner] as number;
-    for (let v = 0; v < c; v++) keyed[k++] = (points[v] as number) * 1048576 + owner;
+/** A ring with the ids (in owner-index order) and point counts it was built from. */
+interface BuiltRing extends Ring {
+  readonly ids: readonly string[];
+  readonly counts: Uint32Array;
+}
+
+/** 2^20: a point sorts as hash x 2^20 + owner, exact below 2^53, so ties fall back to id order. */
+const OWNER_SCALE = 1048576;
+
+/**
+ * Builds the ring for `ids` (sorted) with `counts` points each. When a recent ring shares most of
+ * its backends, only the changed backends' points are removed and merged in: O(ring size) instead
+ * of a sort of the whole ring.
+ */
+function buildRing(
+  ids: readonly string[],
+  counts: Uint32Array,
+  cache: Map<string, Uint32Array>,
+  recent: readonly BuiltRing[],
+): BuiltRing {
+  const index = new Map<string, number>();
+  for (let i = 0; i < ids.length; i++) index.set(ids[i] as string, i);
+  let base: BuiltRing | undefined;
+  let baseKept = 0;
+  for (const r of recent) {
+    let kept = 0;
+    r.ids.forEach((id, j) => {
+      const i = index.get(id);
+      if (i !== undefined && counts[i] === r.counts[j]) kept++;
+    });
+    if (kept > baseKept) {
+      base = r;
+      baseKept = kept;
+    }
+  }
+  // Merging pays off while most of the ring stays; otherwise sort everything afresh.
+  if (base === undefined || baseKept * 2 < ids.length) return sortedRing(ids, counts, cache);
+  const remap = new Int32Array(base.ids.length);
+  const kept = new Uint8Array(ids.length);
+  base.ids.forEach((id, j) => {
+    const i = index.get(id);
+    const keep = i !== undefined && counts[i] === base.counts[j];
+    remap[j] = keep ? (i as number) : -1;
+    if (keep) kept[i as number] = 1;
   });
-  keyed.sort();
+  const added = sortedPoints(ids, counts, cache, (i) => kept[i] === 0);
+  let total = added.length;
+  for (let i = 0; i < ids.length; i++) if (kept[i] === 1) total += counts[i] as number;
   const points = new Uint32Array(total);
   const owners = new Uint32Array(total);
-  for (let i = 0; i < total; i++) {
-    const x = keyed[i] as number;
-    const hash = Math.floor(x / 1048576);
-    points[i] = hash;
-    owners[i] = x - hash * 1048576;
+  const old = base;
+  let a = 0; // next point of the old ring
+  let b = 0; // next added point
+  for (let k = 0; k < total; k++) {
+    while (a < old.points.length && remap[old.owners[a] as number] === -1) a++;
+    let takeOld = a < old.points.length;
+    if (takeOld && b < added.length) {
+      const x = (old.points[a] as number) * OWNER_SCALE + (remap[old.owners[a] as number] as number);
+      takeOld = x < (added[b] as number);
+    }
+    if (takeOld) {
+      points[k] = old.points[a] as number;
+      owners[k] = remap[old.owners[a] as number] as number;
+      a++;
+    } else {
+      const x = added[b++] as number;
+      const hash = Math.floor(x / OWNER_SCALE);
+      points[k] = hash;
+      owners[k] = x - hash * OWNER_SCALE;
+    }
   }
+  return { points, owners, prefixStart: prefixIndex(points), ids, counts };
+}
+
+/** Every point sorted from scratch. */
+function sortedRing(ids: readonly string[], counts: Uint32Array, cache: Map<string, Uint32Array>): BuiltRing {
+  const keyed = sortedPoints(ids, counts, cache, () => true);
+  const points = new Uint32Array(keyed.length);
+  const owners = new Uint32Array(keyed.length);
+  for (let i = 0; i < keyed.length; i++) {
+    const x = keyed[i] as number;
+    const hash = Math.floor(x / OWNER_SCALE);
+    points[i] = hash;
+    owners[i] = x - hash * OWNER_SCALE;
+  }
+  return { points, owners, prefixStart: prefixIndex(points), ids, counts };
+}
+
+/** The points of the selected owners as sorted (hash x 2^20 + owner) numbers. */
+function sortedPoints(
+  ids: readonly string[],
+  counts: Uint32Array,
+  cache: Map<string, Uint32Array>,
+  select: (owner: number) => boolean,
+): Float64Array {
+  let total = 0;
+  for (let i = 0; i < ids.length; i++) if (select(i)) total += counts[i] as number;
+  const keyed = new Float64Array(total);
+  let k = 0;
+  ids.forEach((id, owner) => {
+    if (!select(owner)) return;
+    const c = counts[owner] as number;
+    const points = cachedPoints(cache, id, c);
+    for (let v = 0; v < c; v++) keyed[k++] = (points[v] as number) * OWNER_SCALE + owner;
+  });
+  keyed.sort();
+  return keyed;
+}
+
+function prefixIndex(points: Uint32Array): Uint32Array {
   const prefixStart = new Uint32Array(65537);
   let i = 0;
   for (let p = 0; p <= 65536; p++) {
-    while (i < total && (points[i] as number) >>> 16 < p) i++;
+    while (i < points.length && (points[i] as number) >>> 16 < p) i++;
     prefixStart[p] = i;
   }
-  return { points, owners, prefixStart };
+  return prefixStart;
 }
 
 /** Index of the first point >= hash, or 0 past the top of the ring. */
-export function ringIndex(ring: Ring, hash: number): number {
+export function ringIndex(ring: Ring, signedHash: number): number {
   const { points, prefixStart } = ring;
+  const hash = signedHash >>> 0;
   const p = hash >>> 16;
   let lo = prefixStart[p] as number;
   let hi = prefixStart[p + 1] as number;
