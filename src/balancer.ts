@@ -254,7 +254,7 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
         ? ep.maxInFlight
         : patch.maxInFlight === null
           ? Number.POSITIVE_INFINITY
-          : requireMaxInFlight(patch.maxInFlight, 'patch.maxInFlight');
+          : requireMaxInFlight(patch.maxInFlight, 'patch.maxInFlight', 'a positive integer, or null for no limit');
     ep.weight = weight;
     ep.effectiveWeight = weight * ep.rampFactor;
     ep.backup = backup;
@@ -402,7 +402,7 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
 
   private loadChanged(ep: Endpoint<B>): void {
     if (ep.index < 0) return;
-    const picker = ep.tier === 0 ? this.primary : this.backup;
+    const picker = ep.backup ? this.backup : this.primary;
     picker?.loadChanged?.(ep);
   }
 
@@ -436,28 +436,21 @@ class LoadBalancer<B extends BackendSpec> implements Balancer<B> {
       if (!ep.backup && ep.weight > 0 && !ep.manualDown) primaries++;
       if (ep.pickable) (ep.backup ? backup : primary).push(ep);
     }
-    let panic = false;
-    if (primaries > 0 && primary.length < this.panicThreshold * primaries) {
-      if (backup.length > 0) {
-        // Too few healthy primaries: the healthy backups join them before any panic.
-        primary.push(...backup);
-        backup.length = 0;
-      } else {
-        // Panic: a thin, overloaded pool is worse than some errors; pick among all primaries.
-        panic = true;
-        primary.length = 0;
-        for (const ep of this.endpoints.values()) {
-          if (!ep.backup && ep.weight > 0 && !ep.manualDown) primary.push(ep);
-        }
+    // Panic (Envoy): too few healthy primaries and no healthy backup to fall back on (backups are
+    // used before panic, and still only when no primary can be picked, as HAProxy's); a thin,
+    // overloaded pool is worse than some errors, so pick among all primaries.
+    const panic = primaries > 0 && primary.length < this.panicThreshold * primaries && backup.length === 0;
+    if (panic) {
+      primary.length = 0;
+      for (const ep of this.endpoints.values()) {
+        if (!ep.backup && ep.weight > 0 && !ep.manualDown) primary.push(ep);
       }
     }
     primary.forEach((ep, i) => {
       ep.index = i;
-      ep.tier = 0;
     });
     backup.forEach((ep, i) => {
       ep.index = i;
-      ep.tier = 1;
     });
     this.primary = this.primaryTier.update(primary, this.factory, this.env);
     this.backup = this.backupTier.update(backup, this.factory, this.env);
@@ -508,10 +501,12 @@ class Tier<B> {
       endpoints.length === this.endpoints.length &&
       endpoints.every((ep, i) => ep === this.endpoints[i] && ep.effectiveWeight === this.weights[i]);
     if (same) return this.picker;
+    // Build first: if a custom factory throws, the tier keeps its old state and the next change retries.
+    const picker = endpoints.length > 0 ? factory(endpoints, env) : undefined;
     this.endpoints = endpoints;
     this.weights = endpoints.map((ep) => ep.effectiveWeight);
-    this.picker = endpoints.length > 0 ? factory(endpoints, env) : undefined;
-    return this.picker;
+    this.picker = picker;
+    return picker;
   }
 }
 
@@ -528,20 +523,25 @@ class AcquiredSlot<B extends BackendSpec> implements Slot<B> {
   }
 
   release(result?: ReleaseResult): boolean {
+    if (this.done) return false;
+    this.done = true;
+    let problem: FairpickError | undefined;
     if (result !== undefined) {
-      if (!isObject(result as unknown))
-        throw invalid('result', result, 'an object with ok and latencyMs, or undefined');
-      if (result.ok !== undefined) requireBoolean(result.ok, 'result.ok');
-      if (
+      if (!isObject(result as unknown)) {
+        problem = invalid('result', result, 'an object with ok and latencyMs, or undefined');
+      } else if (result.ok !== undefined && typeof result.ok !== 'boolean') {
+        problem = invalid('result.ok', result.ok, 'true or false');
+      } else if (
         result.latencyMs !== undefined &&
         (typeof result.latencyMs !== 'number' || !(result.latencyMs >= 0) || !Number.isFinite(result.latencyMs))
       ) {
-        throw invalid('result.latencyMs', result.latencyMs, 'a finite number >= 0');
+        problem = invalid('result.latencyMs', result.latencyMs, 'a finite number >= 0');
       }
     }
-    if (this.done) return false;
-    this.done = true;
-    this.balancer.released(this.endpoint, result);
+    // A bad result still counts the request out (a leaked slot would hold maxInFlight forever);
+    // only its outcome is not recorded.
+    this.balancer.released(this.endpoint, problem === undefined ? result : undefined);
+    if (problem !== undefined) throw problem;
     return true;
   }
 }

@@ -59,8 +59,8 @@ export interface P2COptions<B extends BackendSpec> extends CommonOptions<B> {
   /** The algorithm. */
   readonly algorithm: 'p2c';
   /**
-   * What the two candidates are compared by: `'in-flight'` ((inFlight + 1) / weight) or
-   * `'peak-ewma'` (Finagle's peak-EWMA latency x (inFlight + 1) / weight).
+   * What the two candidates are compared by: `'in-flight'` (requests in flight) or `'peak-ewma'`
+   * (Finagle's peak-EWMA latency x (inFlight + 1)). Weights act through the random draws.
    * @defaultValue 'in-flight'
    */
   readonly load?: P2CLoad;

@@ -45,8 +45,7 @@ export class Endpoint<B> implements PickerEndpoint<B> {
   rampStart: number | undefined = undefined;
   /** effectiveWeight = weight x rampFactor. */
   rampFactor = 1;
-  /** Which tier's picker holds it: 0 primary, 1 backup (the backups join the primaries below the panic threshold). */
-  tier = 0;
+
   /** Position in its tier's current snapshot, or -1 when not pickable. */
   index = -1;
   /** Peak-EWMA latency estimate (ms) as of `ewmaStamp`; read directly by the p2c picker. */

@@ -35,9 +35,13 @@ export function requireWeight(value: unknown, field: string): number {
   return value;
 }
 
-export function requireMaxInFlight(value: unknown, field: string): number {
+export function requireMaxInFlight(
+  value: unknown,
+  field: string,
+  expected = 'a positive integer (omit it for no limit)',
+): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) {
-    throw invalid(field, value, 'a positive integer (omit it for no limit)');
+    throw invalid(field, value, expected);
   }
   return value;
 }

@@ -477,9 +477,24 @@ class InvalidReleaseCmd implements Cmd {
     return m.outstanding.length > 0;
   }
   run(m: Model, r: Real): void {
-    // The slot stays outstanding: a rejected release does not count it out.
-    const slot = at(r.slots, this.k % r.slots.length);
-    failsCleanly(m, r, 'ERR_INVALID_ARGUMENT', () => slot.release(this.bad as ReleaseResult));
+    // A bad result throws, but the request is still counted out (with no outcome recorded), so a
+    // mistake in reporting cannot leak a slot.
+    const i = this.k % r.slots.length;
+    const slot = at(r.slots, i);
+    let thrown: unknown;
+    try {
+      slot.release(this.bad as ReleaseResult);
+    } catch (error) {
+      thrown = error;
+    }
+    if (!isFairpickError(thrown, 'ERR_INVALID_ARGUMENT')) expect.fail(`${this}: expected ERR_INVALID_ARGUMENT`);
+    const [held] = m.outstanding.splice(i, 1);
+    r.slots.splice(i, 1);
+    if (held === undefined) throw new Error('model and real slots out of step');
+    held.entry.inFlight--;
+    r.released.push(slot);
+    m.releasedCount++;
+    verify(m, r, []);
   }
   toString(): string {
     return `release(#${this.k}, ${JSON.stringify(this.bad)}) [invalid]`;

@@ -282,6 +282,24 @@ describe('custom pickers', () => {
   });
 });
 
+describe('a custom factory that throws', () => {
+  it('makes the call throw, and the next change builds the picker again', () => {
+    let fail = false;
+    const lb = createBalancer<BackendSpec>({
+      algorithm: (endpoints, env) => {
+        if (fail) throw new Error('factory bug');
+        return roundRobinOver(endpoints, env);
+      },
+      backends: [{ id: 'a' }, { id: 'b' }],
+    });
+    fail = true;
+    expect(() => lb.add({ id: 'c' })).toThrow('factory bug');
+    fail = false;
+    lb.update('a', { weight: 1 }); // no change of weights, but the tier differs from the last built one
+    expect(new Set(Array.from({ length: 6 }, () => lb.pick().id))).toEqual(new Set(['a', 'b', 'c']));
+  });
+});
+
 describe('close', () => {
   it('is idempotent, is Symbol.dispose, and leaves picking working', () => {
     const lb = createBalancer({ algorithm: 'random', backends: [{ id: 'a' }] });

@@ -358,11 +358,8 @@ class Model {
     const primaries = all.filter((b) => !b.backup && takes(b));
     const backups = all.filter((b) => b.backup && takes(b));
     const ids = (bs: MB[]) => new Set(bs.map((b) => b.id));
-    if (counted.length > 0 && primaries.length < this.config.panicThreshold * counted.length) {
-      if (backups.length > 0) {
-        const joined = ids([...primaries, ...backups]);
-        return { panic: false, pickable: joined, picks: joined };
-      }
+    // Panic only when no backup is healthy: backups come first, and still only when no primary can be picked.
+    if (counted.length > 0 && primaries.length < this.config.panicThreshold * counted.length && backups.length === 0) {
       const everyone = ids(counted);
       return { panic: true, pickable: everyone, picks: everyone };
     }

@@ -986,7 +986,7 @@ describe('panic and backups', () => {
     expect(lb2.panicking).toBe(true); // 1 of 3 < 1.5
   });
 
-  it('below the threshold the healthy backups join the healthy primaries, before any panic', async () => {
+  it('below the threshold a healthy backup prevents panic, and is still used only when no primary can be picked', async () => {
     const h = setup({
       backends: ['a', 'b', 'c', 'd', { id: 'x', backup: true }, { id: 'y', backup: true }],
       active,
@@ -996,17 +996,16 @@ describe('panic and backups', () => {
     expect(picked(h.lb, 60)).toEqual(['a', 'b', 'c', 'd']);
     h.probes.set('b', false);
     h.probes.set('c', false);
-    h.probes.set('y', false);
-    await h.scheduler.to(900);
-    expect(picked(h.lb, 60)).toEqual(['a', 'd']); // 2 of 4: the backups stay out
     h.probes.set('d', false);
+    h.probes.set('y', false);
     await h.scheduler.to(1500);
     expect(h.lb.stats().map((s) => s.state)).toEqual(['healthy', 'down', 'down', 'down', 'healthy', 'down']);
-    const counts = pickCounts(h.lb, 60);
-    expect([...counts.keys()].sort()).toEqual(['a', 'x']);
-    expect(counts.get('a')).toBe(30); // one tier: round robin alternates
+    // 1 of 4 primaries is below the threshold, but backup x is healthy: no panic, and the one
+    // healthy primary takes the traffic (HAProxy's backup rule); x serves only what a cannot.
     expect(h.lb.panicking).toBe(false);
     expect(h.panics).toEqual([]);
+    expect(picked(h.lb, 60)).toEqual(['a']);
+    expect(h.lb.pick({ exclude: new Set(['a']) }).id).toBe('x');
     // The last backup goes down too: now panic, over the primaries only.
     h.probes.set('x', false);
     await h.scheduler.to(1700);
@@ -1191,13 +1190,16 @@ describe('close()', () => {
     await h.scheduler.advance(0);
     expect(inFlight.signal.aborted).toBe(true);
     expect(h.scheduler.pending).toBe(0);
+    // With no timer left, close() finishes the ramp and the ejection at once.
+    expect(h.stat('e')).toMatchObject({ state: 'healthy', effectiveWeight: 1 });
+    expect(h.stat('b')).toMatchObject({ state: 'healthy', ejectedForMs: 0 });
     const calls = h.probes.calls.length;
     h.take();
     await h.scheduler.advance(10 * 60_000);
     expect(h.probes.calls.length).toBe(calls);
     expect(h.take()).toEqual([]);
     // Picks keep working on the last known state; close is idempotent.
-    expect(picked(h.lb, 100)).toEqual(['a', 'c', 'd', 'e']);
+    expect(picked(h.lb, 100)).toEqual(['a', 'b', 'c', 'd', 'e']);
     h.lb.close();
     expect(h.scheduler.pending).toBe(0);
   });

@@ -156,7 +156,7 @@ describe('membership calls reject bad input and change nothing', () => {
     [
       'update with a bad maxInFlight',
       (lb) => lb.update('a', { maxInFlight: 0 }),
-      /patch\.maxInFlight must be a positive integer/,
+      /patch\.maxInFlight must be a positive integer, or null for no limit; received 0/,
     ],
     ['update an unknown field', (lb) => lb.update('a', { id: 'x' } as never), /patch\.id cannot be updated/],
     ['update with a non-object', (lb) => lb.update('a', 5 as never), /patch must be an object/],
@@ -194,15 +194,17 @@ describe('membership calls reject bad input and change nothing', () => {
     held.release();
   });
 
-  it('release with a bad result throws, and the slot can still be released', () => {
+  it('release with a bad result throws, yet counts the request out (a leaked slot would hold maxInFlight)', () => {
     const lb = pool();
-    const slot = lb.acquire();
+    const slot = lb.acquire({ exclude: new Set(['a']) }); // b, maxInFlight 3
     expectInvalid(() => slot.release({ latencyMs: -1 }), /result\.latencyMs must be a finite number >= 0; received -1/);
-    expectInvalid(() => slot.release({ ok: 'yes' as never }), /result\.ok must be true or false/);
-    expect(lb.stats().reduce((sum, s) => sum + s.inFlight, 0)).toBe(1);
-    expect(slot.release({ ok: true })).toBe(true);
-    expect(slot.release({ ok: true })).toBe(false);
     expect(lb.stats().reduce((sum, s) => sum + s.inFlight, 0)).toBe(0);
+    expect(lb.stats().find((s) => s.id === 'b')).toMatchObject({ successes: 0, failures: 0, ewmaMs: 0 });
+    expect(slot.release({ ok: true })).toBe(false);
+    const other = lb.acquire();
+    expectInvalid(() => other.release({ ok: 'yes' as never }), /result\.ok must be true or false/);
+    expect(lb.stats().reduce((sum, s) => sum + s.inFlight, 0)).toBe(0);
+    expect(other.release()).toBe(false);
   });
 });
 

@@ -89,9 +89,10 @@ export interface HealthOptions<B extends BackendSpec> {
    */
   readonly slowStartAggression?: number;
   /**
-   * When fewer than this share of the primary backends are healthy, the healthy backups join the
-   * primaries; with no healthy backup the balancer panics and picks among all primaries, healthy
-   * or not (Envoy `healthy_panic_threshold`). `0` never panics.
+   * When fewer than this share of the primary backends are healthy and no backup is healthy, the
+   * balancer panics and picks among all primaries, healthy or not (Envoy `healthy_panic_threshold`).
+   * A healthy backup prevents panic and is used, as always, only when no primary can be picked.
+   * `0` never panics.
    * @defaultValue 0.5
    */
   readonly panicThreshold?: number;

@@ -129,7 +129,16 @@ export class HealthTracker<B> {
 
   /** Stops every timer and aborts every check in progress. Idempotent. */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    // No timer will run again: finish the ramps and the ejections now rather than leave backends
+    // at a fraction of their weight, or ejected, for good.
+    for (const ep of this.attached) {
+      if (ep.rampStart === undefined && ep.ejectedUntil === 0) continue;
+      this.stopRamp(ep);
+      this.endEjection(ep);
+      this.update(ep, 'recovered');
+    }
     for (const [, probe] of this.probes) {
       this.host.timers.clearTimeout(probe.timer);
       this.host.timers.clearTimeout(probe.timeout);
@@ -276,7 +285,7 @@ export class HealthTracker<B> {
   // --- slow start ----------------------------------------------------------------------------
 
   private startRamp(ep: Endpoint<B>): void {
-    if (!this.ramps || this.settings.slowStartMs <= 0) return;
+    if (!this.ramps || this.settings.slowStartMs <= 0 || this.closed) return;
     ep.rampStart = this.host.now();
     ep.rampFactor = 0.1;
     this.ensureRampTimer();

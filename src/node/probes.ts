@@ -88,7 +88,12 @@ export function httpProbe<B extends HttpBackend>(options: HttpProbeOptions = {})
         signal,
       });
       req.once('response', (res) => {
-        const ok = accepts(res.statusCode ?? 0, res.headers);
+        let ok: boolean;
+        try {
+          ok = accepts(res.statusCode ?? 0, res.headers) === true;
+        } catch {
+          ok = false; // a predicate that throws fails the check, as a probe that throws does
+        }
         res.resume();
         res.destroy();
         req.destroy();

@@ -88,6 +88,16 @@ describe('httpProbe against real servers', () => {
     expect(await probe({ url }, new AbortController().signal)).toBe(true);
   });
 
+  it('a predicate that throws fails the check, and does not crash the process', async () => {
+    const url = await http((_req, res) => res.end('ok'));
+    const probe = httpProbe({
+      expect: () => {
+        throw new Error('predicate bug');
+      },
+    });
+    expect(await probe({ url }, new AbortController().signal)).toBe(false);
+  });
+
   it('a hanging response: aborting the signal settles it as unhealthy and frees the socket', async () => {
     const url = await http(() => {
       // never answers
