@@ -5,6 +5,11 @@
  * @packageDocumentation
  */
 export { createBalancer } from './balancer.js';
+export type { DemotedEvent, ElectedEvent, Elector, ElectorEvents, ElectorOptions } from './election/elector.js';
+export { createElector } from './election/elector.js';
+export type { MemoryLeaseStoreOptions } from './election/memory-store.js';
+export { MemoryLeaseStore } from './election/memory-store.js';
+export type { LeaseChallenger, LeaseGrant, LeaseRecord, LeaseStore } from './election/store.js';
 export type { FairpickErrorCode } from './errors.js';
 export { FairpickError, isFairpickError } from './errors.js';
 export { fmix32, murmur3, murmur3Bytes } from './hash/murmur3.js';
