@@ -185,7 +185,12 @@ async function optionalStores(): Promise<void> {
       factories.push([
         'PostgreSQL store',
         async (run) => {
-          const pool = new pg.default.Pool({ host: '127.0.0.1', port: 5432, database: 'test' });
+          const pool = new pg.default.Pool({
+            host: '127.0.0.1',
+            port: 5432,
+            database: 'test',
+            user: process.env.PGUSER ?? 'postgres',
+          });
           const table = `fairpick_bench_${process.pid}_${run}`;
           const store = new PostgresLeaseStore(pool, { table });
           await store.ensureSchema();
