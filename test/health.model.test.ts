@@ -39,6 +39,7 @@ import {
   isFairpickError,
   type Slot,
 } from '../src/index.js';
+import { Scheduler as FakeScheduler } from './support/fake-time.js';
 
 // ---------------------------------------------------------------------------------------------
 // Fake scheduler (shared by the system and, separately, by the model)
@@ -46,102 +47,6 @@ import {
 /** Lets the probes' promise reactions run (each needs one or two microtask turns). */
 async function flush(): Promise<void> {
   for (let i = 0; i < 6; i++) await Promise.resolve();
-}
-
-interface Timer {
-  readonly due: number;
-  readonly seq: number;
-  readonly callback: () => void;
-}
-
-/** A clock and a heap of { due, seq, callback }, run in (due, seq) order. */
-class FakeScheduler {
-  clock = 0;
-  private seq = 0;
-  private readonly heap: Timer[] = [];
-  private readonly live = new Set<number>();
-
-  readonly now = (): number => this.clock;
-
-  readonly timers = {
-    setTimeout: (callback: () => void, ms: number): unknown => {
-      if (!(ms >= 0) || !Number.isFinite(ms)) throw new Error(`bad delay ${ms}`);
-      const seq = ++this.seq;
-      this.push({ due: this.clock + ms, seq, callback });
-      this.live.add(seq);
-      return seq;
-    },
-    clearTimeout: (handle: unknown): void => {
-      if (typeof handle === 'number') this.live.delete(handle);
-    },
-  };
-
-  get pending(): number {
-    return this.live.size;
-  }
-
-  /** For the system: lets microtasks run after every timer, as an event loop does. */
-  async advance(ms: number): Promise<void> {
-    const target = this.clock + ms;
-    for (;;) {
-      await flush();
-      if (!this.step(target)) break;
-    }
-    this.clock = target;
-    await flush();
-  }
-
-  /** For the model, whose callbacks are synchronous. */
-  advanceSync(ms: number): void {
-    const target = this.clock + ms;
-    while (this.step(target)) {}
-    this.clock = target;
-  }
-
-  private step(target: number): boolean {
-    while (this.heap.length > 0 && !this.live.has((this.heap[0] as Timer).seq)) this.pop();
-    const next = this.heap[0];
-    if (next === undefined || next.due > target) return false;
-    this.pop();
-    this.live.delete(next.seq);
-    this.clock = next.due;
-    next.callback();
-    return true;
-  }
-
-  private less(a: Timer, b: Timer): boolean {
-    return a.due < b.due || (a.due === b.due && a.seq < b.seq);
-  }
-
-  private push(t: Timer): void {
-    const h = this.heap;
-    h.push(t);
-    let i = h.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.less(h[i] as Timer, h[parent] as Timer)) break;
-      [h[i], h[parent]] = [h[parent] as Timer, h[i] as Timer];
-      i = parent;
-    }
-  }
-
-  private pop(): void {
-    const h = this.heap;
-    const last = h.pop() as Timer;
-    if (h.length === 0) return;
-    h[0] = last;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && this.less(h[l] as Timer, h[m] as Timer)) m = l;
-      if (r < h.length && this.less(h[r] as Timer, h[m] as Timer)) m = r;
-      if (m === i) break;
-      [h[i], h[m]] = [h[m] as Timer, h[i] as Timer];
-      i = m;
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

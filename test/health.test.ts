@@ -21,118 +21,12 @@ import {
   isFairpickError,
   type Slot,
 } from '../src/index.js';
+import { Scheduler as FakeScheduler } from './support/fake-time.js';
 
 // ---------------------------------------------------------------------------------------------
 // A deterministic scheduler, probes driven by the test, and a small harness
 
 /** Lets every queued microtask (and the immediates they queue) run. */
-const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-interface Timer {
-  readonly due: number;
-  readonly seq: number;
-  readonly callback: () => void;
-}
-
-/**
- * A fake clock and timer queue: a binary heap of { due, seq, callback }, ordered by due time and
- * then by creation order. `advance(ms)` runs the due callbacks in that order, moving the clock to
- * each one's due time, and ends with the clock at now + ms.
- */
-class FakeScheduler {
-  clock = 0;
-  private seq = 0;
-  private readonly heap: Timer[] = [];
-  private readonly live = new Set<number>();
-
-  readonly now = (): number => this.clock;
-
-  readonly timers = {
-    setTimeout: (callback: () => void, ms: number): unknown => {
-      if (!(ms >= 0) || !Number.isFinite(ms)) throw new Error(`bad delay ${ms}`);
-      const seq = ++this.seq;
-      this.push({ due: this.clock + ms, seq, callback });
-      this.live.add(seq);
-      return seq;
-    },
-    clearTimeout: (handle: unknown): void => {
-      if (typeof handle === 'number') this.live.delete(handle);
-    },
-  };
-
-  /** Timers scheduled and neither fired nor cleared. */
-  get pending(): number {
-    return this.live.size;
-  }
-
-  /** Due times of the pending timers, sorted. */
-  pendingDue(): number[] {
-    return this.heap
-      .filter((t) => this.live.has(t.seq))
-      .map((t) => t.due)
-      .sort((a, b) => a - b);
-  }
-
-  async advance(ms: number): Promise<void> {
-    const target = this.clock + ms;
-    for (;;) {
-      await flush();
-      const next = this.peek();
-      if (next === undefined || next.due > target) break;
-      this.pop();
-      this.live.delete(next.seq);
-      this.clock = next.due;
-      next.callback();
-    }
-    this.clock = target;
-    await flush();
-  }
-
-  /** Advances to an absolute time. */
-  async to(time: number): Promise<void> {
-    if (time < this.clock) throw new Error(`cannot go back from ${this.clock} to ${time}`);
-    await this.advance(time - this.clock);
-  }
-
-  private peek(): Timer | undefined {
-    while (this.heap.length > 0 && !this.live.has((this.heap[0] as Timer).seq)) this.pop();
-    return this.heap[0];
-  }
-
-  private less(a: Timer, b: Timer): boolean {
-    return a.due < b.due || (a.due === b.due && a.seq < b.seq);
-  }
-
-  private push(t: Timer): void {
-    const h = this.heap;
-    h.push(t);
-    let i = h.length - 1;
-    while (i > 0) {
-      const parent = (i - 1) >> 1;
-      if (!this.less(h[i] as Timer, h[parent] as Timer)) break;
-      [h[i], h[parent]] = [h[parent] as Timer, h[i] as Timer];
-      i = parent;
-    }
-  }
-
-  private pop(): void {
-    const h = this.heap;
-    const last = h.pop() as Timer;
-    if (h.length === 0) return;
-    h[0] = last;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      if (l < h.length && this.less(h[l] as Timer, h[m] as Timer)) m = l;
-      if (r < h.length && this.less(h[r] as Timer, h[m] as Timer)) m = r;
-      if (m === i) break;
-      [h[i], h[m]] = [h[m] as Timer, h[i] as Timer];
-      i = m;
-    }
-  }
-}
 
 /**
  * What the next probe of a backend does:
