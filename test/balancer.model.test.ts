@@ -24,26 +24,7 @@ import {
   type ReleaseResult,
   type Slot,
 } from '../src/index.js';
-
-/** splitmix32: a small, well-mixed seeded PRNG returning uniform numbers in [0, 1). */
-function splitmix32(seed: number): () => number {
-  let state = seed | 0;
-  return () => {
-    state = (state + 0x9e3779b9) | 0;
-    let z = state ^ (state >>> 16);
-    z = Math.imul(z, 0x21f0aaad);
-    z ^= z >>> 15;
-    z = Math.imul(z, 0x735a2d97);
-    z ^= z >>> 15;
-    return (z >>> 0) / 4294967296;
-  };
-}
-
-function at<T>(xs: ArrayLike<T>, i: number): T {
-  const x = xs[i];
-  if (x === undefined) throw new Error(`index ${i} out of range (length ${xs.length})`);
-  return x;
-}
+import { at, splitmix32 } from './support/util.js';
 
 // ---------------------------------------------------------------------------------------------
 // The system and its model

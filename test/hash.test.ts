@@ -13,25 +13,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { fmix32, isFairpickError, murmur3, murmur3Bytes } from '../src/index.js';
+import { splitmix32Bits } from './support/util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
 const utf8 = (text: string): Uint8Array => new TextEncoder().encode(text);
-
-/** splitmix32: a small, well-mixed seeded PRNG returning uniform unsigned 32-bit integers. */
-function splitmix32(seed: number): () => number {
-  let state = seed | 0;
-  return () => {
-    state = (state + 0x9e3779b9) | 0;
-    let z = state ^ (state >>> 16);
-    z = Math.imul(z, 0x21f0aaad);
-    z ^= z >>> 15;
-    z = Math.imul(z, 0x735a2d97);
-    z ^= z >>> 15;
-    return z >>> 0;
-  };
-}
 
 /** Raw FNV-1a 32 over bytes, as algorithms.md section 10 defines it (no finaliser). */
 function fnv1a(bytes: Uint8Array): number {
@@ -44,12 +31,12 @@ function fnv1a(bytes: Uint8Array): number {
 }
 
 /**
- * Avalanche matrix of a hash over 4-byte inputs: for `inputs` random inputs from splitmix32(seed),
+ * Avalanche matrix of a hash over 4-byte inputs: for `inputs` random inputs from splitmix32Bits(seed),
  * and for each input bit, flips it and counts which of the 32 output bits changed.
  * @returns flip probabilities, indexed inputBit * 32 + outputBit (1024 entries).
  */
 function avalanche(hash: (bytes: Uint8Array) => number, inputs: number, seed: number): Float64Array {
-  const next = splitmix32(seed);
+  const next = splitmix32Bits(seed);
   const buf = new Uint8Array(4);
   const counts = new Uint32Array(32 * 32);
   for (let t = 0; t < inputs; t++) {
@@ -304,7 +291,7 @@ describe('fmix32', () => {
   });
 
   it('is injective on a sample: 100,000 distinct inputs give 100,000 distinct outputs', () => {
-    const next = splitmix32(0x666d6978);
+    const next = splitmix32Bits(0x666d6978);
     const inputs = new Set<number>();
     // Sequential inputs (the structured case) and random ones.
     for (let x = 0; x < 50_000; x++) inputs.add(x);

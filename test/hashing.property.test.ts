@@ -39,6 +39,7 @@ import {
   type Slot,
 } from '../src/index.js';
 import { buildMaglevTable } from '../src/pickers/maglev.js';
+import { at } from './support/util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -67,12 +68,6 @@ const DEFAULT_TABLE = 65537;
 const SMALL_TABLE = 1009;
 const RENDEZVOUS_SEED = 0x72647a76;
 const GOLDEN = 0x9e3779b1;
-
-function at<T>(xs: ArrayLike<T>, i: number): T {
-  const x = xs[i];
-  if (x === undefined) throw new Error(`index ${i} out of range (length ${xs.length})`);
-  return x;
-}
 
 function compareIds(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;

@@ -22,6 +22,7 @@ import {
   type Slot,
 } from '../src/index.js';
 import { Scheduler as FakeScheduler } from './support/fake-time.js';
+import { splitmix32 } from './support/util.js';
 
 // ---------------------------------------------------------------------------------------------
 // A deterministic scheduler, probes driven by the test, and a small harness
@@ -198,20 +199,6 @@ function pickCounts(lb: Balancer<Backend>, n: number): Map<string, number> {
 }
 
 const picked = (lb: Balancer<Backend>, n: number): string[] => [...pickCounts(lb, n).keys()].sort();
-
-/** splitmix32: a small seeded PRNG returning uniform numbers in [0, 1). */
-function splitmix32(seed: number): () => number {
-  let state = seed | 0;
-  return () => {
-    state = (state + 0x9e3779b9) | 0;
-    let z = state ^ (state >>> 16);
-    z = Math.imul(z, 0x21f0aaad);
-    z ^= z >>> 15;
-    z = Math.imul(z, 0x735a2d97);
-    z ^= z >>> 15;
-    return (z >>> 0) / 4294967296;
-  };
-}
 
 function expectInvalid(call: () => unknown, field: string, received?: string): void {
   let error: unknown;

@@ -19,6 +19,7 @@ import {
   FairpickError,
   isFairpickError,
 } from '../src/index.js';
+import { splitmix32Bits } from './support/util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -39,20 +40,6 @@ function groups(...g: number[]): number[] {
 }
 
 const hex = (n: number) => n.toString(16);
-
-/** splitmix32: a small, well-mixed seeded PRNG returning uniform unsigned 32-bit integers. */
-function splitmix32(seed: number): () => number {
-  let state = seed | 0;
-  return () => {
-    state = (state + 0x9e3779b9) | 0;
-    let z = state ^ (state >>> 16);
-    z = Math.imul(z, 0x21f0aaad);
-    z ^= z >>> 15;
-    z = Math.imul(z, 0x735a2d97);
-    z ^= z >>> 15;
-    return z >>> 0;
-  };
-}
 
 const METHODS = ['maglev', 'ring-hash', 'rendezvous'] as const;
 type Method = (typeof METHODS)[number];
@@ -388,13 +375,13 @@ describe.each(METHODS)("ip-hash with method '%s'", (method) => {
   it('determinism: backends given in different orders pick the same backend for 1,000 addresses', () => {
     const reversed = [...BACKENDS].reverse();
     const shuffled = [...BACKENDS];
-    const next = splitmix32(0x73687566);
+    const next = splitmix32Bits(0x73687566);
     for (let i = shuffled.length - 1; i > 0; i--) {
       const j = next() % (i + 1);
       [shuffled[i], shuffled[j]] = [shuffled[j] as BackendSpec, shuffled[i] as BackendSpec];
     }
     const balancers = [ipHash(method), ipHash(method, {}, reversed), ipHash(method, {}, shuffled)];
-    const rand = splitmix32(0x64657465);
+    const rand = splitmix32Bits(0x64657465);
     const seen = new Set<string>();
     for (let i = 0; i < 1000; i++) {
       const r = rand();

@@ -20,23 +20,10 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type Balancer, type CommonOptions, createBalancer, isFairpickError, type Slot } from '../src/index.js';
+import { at, splitmix32 } from './support/util.js';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-/** splitmix32: a small, well-mixed seeded PRNG returning uniform numbers in [0, 1). */
-function splitmix32(seed: number): () => number {
-  let state = seed | 0;
-  return () => {
-    state = (state + 0x9e3779b9) | 0;
-    let z = state ^ (state >>> 16);
-    z = Math.imul(z, 0x21f0aaad);
-    z ^= z >>> 15;
-    z = Math.imul(z, 0x735a2d97);
-    z ^= z >>> 15;
-    return (z >>> 0) / 4294967296;
-  };
-}
 
 /**
  * Half-width t such that P(|X - trials*p| >= t) <= delta for X ~ Binomial(trials, p), from
@@ -47,12 +34,6 @@ function bernstein(trials: number, p: number, delta: number): number {
   const l = Math.log(2 / delta);
   const v = trials * p * (1 - p);
   return l / 3 + Math.sqrt((l * l) / 9 + 2 * v * l);
-}
-
-function at<T>(xs: ArrayLike<T>, i: number): T {
-  const x = xs[i];
-  if (x === undefined) throw new Error(`index ${i} out of range (length ${xs.length})`);
-  return x;
 }
 
 /** A backend that carries its index, so picks count without a lookup. */
@@ -602,19 +583,22 @@ describe('p2c', () => {
     fc.integer(),
   );
 
-  it('weighted sampling: with every load equal (peak-ewma, nothing reported) the first draw wins, so shares follow the weights (statistical, pinned seed)', () => {
-    // Bound: Bernstein at delta = 1e-6 / (15 runs x 10 backends).
+  /**
+   * With every load equal the first draw wins, so 100,000 picks must follow the weights. Bound:
+   * Bernstein at delta = 1e-6 / (15 runs x 10 backends); the fast-check seed is pinned.
+   */
+  function sharesFollowWeights(options: { load: 'in-flight' | 'peak-ewma' }, seed: number): void {
     const runs = 15;
     const picks = 100_000;
     const delta = 1e-6 / (runs * 10);
     fc.assert(
-      fc.property(sampling, ([equal, ws0, seed]) => {
+      fc.property(sampling, ([equal, ws0, random]) => {
         const ws = equal ? ws0.map(() => at(ws0, 0)) : ws0;
         const lb = createBalancer<Backend>({
           algorithm: 'p2c',
-          load: 'peak-ewma',
+          load: options.load,
           now: () => 0,
-          random: splitmix32(seed),
+          random: splitmix32(random),
           backends: backendsOf(ws),
         });
         const counts = new Array<number>(ws.length).fill(0);
@@ -627,33 +611,18 @@ describe('p2c', () => {
           expect(Math.abs(at(counts, i) - (picks * w) / W)).toBeLessThan(bernstein(picks, w / W, delta));
         });
       }),
-      { seed: 0x2c05, numRuns: runs },
+      { seed, numRuns: runs },
     );
+  }
+
+  it('weighted sampling: with every load equal (peak-ewma, nothing reported) the first draw wins, so shares follow the weights (statistical, pinned seed)', () => {
+    sharesFollowWeights({ load: 'peak-ewma' }, 0x2c05);
   });
 
   it('in-flight, pick() only: nothing in flight means equal loads, the first draw wins, so shares follow the weights (statistical, pinned seed)', () => {
     // Weights act through the draws only, so an idle pool is shared exactly by weight (dividing
-    // the load by the weight too would give weights 2:1:1 an 83:8:8 split). Bound: Bernstein at
-    // delta = 1e-6 / (15 runs x 10 backends).
-    const runs = 15;
-    const picks = 100_000;
-    const delta = 1e-6 / (runs * 10);
-    fc.assert(
-      fc.property(sampling, ([equal, ws0, seed]) => {
-        const ws = equal ? ws0.map(() => at(ws0, 0)) : ws0;
-        const lb = createBalancer<Backend>({ algorithm: 'p2c', random: splitmix32(seed), backends: backendsOf(ws) });
-        const counts = new Array<number>(ws.length).fill(0);
-        for (let k = 0; k < picks; k++) {
-          const i = lb.pick().idx;
-          counts[i] = at(counts, i) + 1;
-        }
-        const W = sum(ws);
-        ws.forEach((w, i) => {
-          expect(Math.abs(at(counts, i) - (picks * w) / W)).toBeLessThan(bernstein(picks, w / W, delta));
-        });
-      }),
-      { seed: 0x2c06, numRuns: runs },
-    );
+    // the load by the weight too would give weights 2:1:1 an 83:8:8 split).
+    sharesFollowWeights({ load: 'in-flight' }, 0x2c06);
   });
 
   it('in-flight, sequential acquire/release: the spread follows the weights, not all to the heaviest (statistical, pinned seed)', () => {
