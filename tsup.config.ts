@@ -7,6 +7,8 @@ export default defineConfig({
     'node/index': 'src/node/index.ts',
     'redis/index': 'src/redis/index.ts',
     'postgres/index': 'src/postgres/index.ts',
+    'fetch/index': 'src/fetch/index.ts',
+    'undici/index': 'src/undici/index.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,
@@ -14,7 +16,7 @@ export default defineConfig({
   clean: true,
   target: 'es2022',
   platform: 'neutral',
-  external: [/^node:/, 'ioredis', 'redis', 'pg'],
+  external: [/^node:/, 'ioredis', 'redis', 'pg', 'undici'],
   treeshake: true,
   tsconfig: 'tsconfig.node.json',
 });

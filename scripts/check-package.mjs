@@ -1,7 +1,7 @@
 // Checks the package as users receive it: the packed tarball passes publint --strict and
 // "are the types wrong", and can be installed, imported (ESM) and required (CommonJS).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -12,9 +12,10 @@ const run = (cmd, args, cwd = root) => {
 };
 const capture = (cmd, args, cwd = root) => execFileSync(cmd, args, { cwd, encoding: 'utf8' });
 
+// dist/ is built by the caller (CI builds first); --ignore-scripts keeps prepare's build log out of the JSON.
 const work = mkdtempSync(join(tmpdir(), 'fairpick-pack-'));
 try {
-  const packed = JSON.parse(capture('npm', ['pack', '--json', '--pack-destination', work]));
+  const packed = JSON.parse(capture('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', work]));
   const tarball = join(work, packed[0].filename);
   console.log(`packed ${tarball} (${packed[0].entryCount} files)`);
 
@@ -24,29 +25,35 @@ try {
   const app = join(work, 'app');
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'smoke', private: true, version: '0.0.0' }));
-  run('npm', ['install', '--no-audit', '--no-fund', '--offline', tarball], app);
+  // undici is an optional peer dependency of fairpick/undici; the lock file put it in npm's cache.
+  const undici = JSON.parse(readFileSync(join(root, 'node_modules/undici/package.json'), 'utf8')).version;
+  run('npm', ['install', '--no-audit', '--no-fund', '--offline', tarball, `undici@${undici}`], app);
 
   const pickScript = (load) => `
 ${load}
-const lb = createBalancer({ algorithm: 'round-robin', random: () => 0, backends: [{ id: 'a', weight: 2 }, { id: 'b' }] });
+const lb = createBalancer({ algorithm: 'round-robin', random: () => 0, backends: [{ id: 'a', weight: 2, url: 'http://127.0.0.1:1' }, { id: 'b', url: 'http://127.0.0.1:2' }] });
 const seen = [lb.pick().id, lb.pick().id, lb.pick().id].join(' ');
 if (seen !== 'a b a') throw new Error('unexpected sequence ' + seen);
 let code;
 try { lb.pick({ exclude: new Set(['a', 'b']) }); } catch (e) { code = isFairpickError(e) && e.code; }
 if (code !== 'ERR_NO_BACKEND') throw new Error('expected ERR_NO_BACKEND, got ' + code);
-if (typeof httpProbe !== 'function' || typeof tcpProbe !== 'function') throw new Error('fairpick/node is missing its probes');
+if (typeof httpProbe !== 'function' || typeof tcpProbe !== 'function' || typeof createBalancedAgent !== 'function') throw new Error('fairpick/node is missing exports');
+if (typeof balancedFetch(lb) !== 'function') throw new Error('fairpick/fetch is missing balancedFetch');
+const dispatcher = new BalancedDispatcher(lb);
+if (typeof dispatcher.dispatch !== 'function') throw new Error('fairpick/undici is missing BalancedDispatcher');
+dispatcher.close();
 console.log('ok: ' + seen);
 `;
   writeFileSync(
     join(app, 'esm.mjs'),
     pickScript(
-      "import { createBalancer, isFairpickError } from 'fairpick';\nimport { httpProbe, tcpProbe } from 'fairpick/node';",
+      "import { createBalancer, isFairpickError } from 'fairpick';\nimport { createBalancedAgent, httpProbe, tcpProbe } from 'fairpick/node';\nimport { balancedFetch } from 'fairpick/fetch';\nimport { BalancedDispatcher } from 'fairpick/undici';",
     ),
   );
   writeFileSync(
     join(app, 'cjs.cjs'),
     pickScript(
-      "const { createBalancer, isFairpickError } = require('fairpick');\nconst { httpProbe, tcpProbe } = require('fairpick/node');",
+      "const { createBalancer, isFairpickError } = require('fairpick');\nconst { createBalancedAgent, httpProbe, tcpProbe } = require('fairpick/node');\nconst { balancedFetch } = require('fairpick/fetch');\nconst { BalancedDispatcher } = require('fairpick/undici');",
     ),
   );
   run('node', ['esm.mjs'], app);

@@ -4,8 +4,12 @@
  * - `ERR_INVALID_ARGUMENT`: a call received a value it cannot use; the message names the field,
  *   the value received and what was expected. The call changed nothing.
  * - `ERR_NO_BACKEND`: no backend could be chosen (the pool is empty, drained, excluded or full).
+ * - `ERR_TIMEOUT`: an attempt of a balanced HTTP request got no response headers within its
+ *   `timeoutMs` (`fairpick/fetch`, `fairpick/undici`).
+ * - `ERR_UPSTREAM`: every attempt of a balanced `fetch` failed; `cause` is the last attempt's
+ *   error and `attempts` lists each backend tried with its error.
  */
-export type FairpickErrorCode = 'ERR_INVALID_ARGUMENT' | 'ERR_NO_BACKEND';
+export type FairpickErrorCode = 'ERR_INVALID_ARGUMENT' | 'ERR_NO_BACKEND' | 'ERR_TIMEOUT' | 'ERR_UPSTREAM';
 
 // A brand shared by every copy of the package loaded in one realm, so that
 // `isFairpickError` recognises errors thrown by another copy (two versions in

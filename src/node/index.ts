@@ -5,6 +5,9 @@
  * @packageDocumentation
  */
 
+export type { UrlBackend } from '../http/policy.js';
+export type { BalancedAgentExtras, BalancedAgentOptions, BalancedHttpsAgentOptions } from './balanced-agent.js';
+export { createBalancedAgent, createBalancedHttpsAgent } from './balanced-agent.js';
 export type { PeerAddress, PeerElectorOptions } from './peer-elector.js';
 export { createPeerElector } from './peer-elector.js';
 export type { HttpBackend, HttpProbeOptions, Probe, TcpBackend, TcpHostBackend, TcpUrlBackend } from './probes.js';
