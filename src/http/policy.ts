@@ -114,7 +114,13 @@ export function retryPolicy(options: RetryOptions, field: string): RetryPolicy {
 
 function placeholderOrigin(value: unknown, field: string): string {
   const url = typeof value === 'string' ? parseUrl(value) : null;
-  const bare = url !== null && url.pathname === '/' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+  const bare =
+    url !== null &&
+    url.pathname === '/' &&
+    url.search === '' &&
+    url.hash === '' &&
+    url.username === '' &&
+    url.password === '';
   if (url === null || (url.protocol !== 'http:' && url.protocol !== 'https:') || !bare) {
     throw invalid(field, value, "an http(s) origin with no path, e.g. 'http://fairpick'");
   }
