@@ -195,7 +195,8 @@ export function balancedFetch<B extends UrlBackend>(lb: Balancer<B>, options?: B
       const isRequest = typeof input === 'object' && !(input instanceof URL);
       url = new URL(isRequest ? input.url : input, policy.origin);
       if (url.origin !== policy.origin) return send(input, init);
-      fields = isRequest ? { ...requestFields(input), ...init } : { ...init };
+      // An init member left undefined is absent (WebIDL): it must not erase the Request's own.
+      fields = isRequest ? { ...requestFields(input), ...definedFields(init) } : { ...init };
     } catch (error) {
       return Promise.reject(error);
     }
@@ -204,6 +205,14 @@ export function balancedFetch<B extends UrlBackend>(lb: Balancer<B>, options?: B
     if (stream && fields.duplex === undefined) fields.duplex = 'half'; // required to send a stream
     return attempts(url, fields, !stream);
   };
+}
+
+/** The members of `init` that are not `undefined`. */
+function definedFields(init: RequestInit | undefined): RequestFields {
+  const fields: Record<string, unknown> = {};
+  if (init === undefined || init === null) return fields;
+  for (const [name, value] of Object.entries(init)) if (value !== undefined) fields[name] = value;
+  return fields;
 }
 
 /** The fields of a `Request` that a new request to another URL must carry. */
@@ -279,7 +288,9 @@ const bodyGetter = Object.getOwnPropertyDescriptor(Response.prototype, 'body')?.
 // Reading the whole body with text(), json()… ends the request when the read settles.
 function readThenFinish(name: 'arrayBuffer' | 'blob' | 'bytes' | 'formData' | 'json' | 'text'): PropertyDescriptor {
   function read(this: Response): Promise<unknown> {
-    const own = (Object.getPrototypeOf(this) as Record<string, () => Promise<unknown>>)[name];
+    const own = (Object.getPrototypeOf(this) as Record<string, unknown>)[name];
+    // A runtime without this reader (bytes() before Node 22) fails as it would without fairpick.
+    if (typeof own !== 'function') throw new TypeError(`response.${name} is not a function`);
     const reading = (own as () => Promise<unknown>).call(this);
     const finish = finishers.get(this);
     if (finish === undefined) return reading;

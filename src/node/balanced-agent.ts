@@ -70,7 +70,7 @@ interface Settings {
  * balancer picks, so `http.request`, axios and got are balanced with no other change. Each request
  * is picked on its own, then served from its backend's keep-alive pool (Node pools sockets per host
  * and port), so the balancing is per request even on reused connections. The `Host` header becomes
- * the backend's.
+ * the backend's, unless the request set its own to another name than the placeholder.
  *
  * A request counts in flight from the pick until it closes (response read, or error), and is
  * released with `ok` (a response whose status is not in `failureStatuses`) and its time to the
@@ -197,12 +197,21 @@ function route(settings: Settings, req: ClientRequest, connect: ConnectOptions, 
   // SNI names a host; an IP address is not sent (RFC 6066), as Node's own agent leaves it out.
   if (settings.protocol === 'https:') connect.servername = isIP(target.hostname) === 0 ? target.hostname : '';
   const defaultPort = settings.protocol === 'https:' ? 443 : 80;
-  if (!req.headersSent) {
+  // The Host header Node derived from the placeholder becomes the backend's; one the caller set to
+  // another name (a virtual host the backends need) is kept.
+  if (!req.headersSent && namesPlaceholder(req.getHeader('host'), settings.host)) {
     const host = target.hostname.includes(':') ? `[${target.hostname}]` : target.hostname;
     req.setHeader('host', target.port === defaultPort ? host : `${host}:${target.port}`);
   }
   track(settings, req, slot);
   next();
+}
+
+/** Whether a Host header is missing or names the placeholder host (any port). */
+function namesPlaceholder(header: unknown, placeholder: string): boolean {
+  if (header === undefined) return true;
+  const value = Array.isArray(header) ? header[0] : header;
+  return parseUrl(`http://${String(value)}`)?.hostname === placeholder;
 }
 
 /** Releases the request's slot when it closes, with its outcome. */
@@ -217,6 +226,9 @@ function track(settings: Settings, req: ClientRequest, slot: { release(result?: 
     // `ERR_CANCELED`) is the caller's decision, not the backend's failure.
     if (result.ok === undefined && error.code !== 'ABORT_ERR' && error.code !== 'ERR_CANCELED')
       result = { ok: false, latencyMs: Math.max(0, settings.now() - started) };
+    // This listener must not make an unhandled 'error' silent: with no other listener, throw as
+    // emit('error') would have.
+    if (req.listenerCount('error') === 0) throw error;
   });
   req.once('close', () => slot.release(result));
 }

@@ -464,10 +464,11 @@ class BalancedRequest<B extends UrlBackend> {
     if (policy.retryOn.has(statusCode)) {
       const next = this.nextSlot(attempt.slot);
       if (next !== null) {
-        // Read this response to its end (keeping the connection), then retry on `next`.
+        // Retry on `next` now, and read this response to its end in the background (keeping its
+        // connection): a slow or endless body must not hold the retry back.
         attempt.slot.release(attempt.result);
         attempt.discarding = true;
-        attempt.next = next;
+        this.retry(next);
         return true;
       }
     }
@@ -490,13 +491,7 @@ class BalancedRequest<B extends UrlBackend> {
 
   /** The attempt failed (connection error, timeout, abort, destroy) before or after its headers. */
   error(attempt: Attempt<B>, err: Error): void {
-    const next = attempt.next;
-    if (next !== null) {
-      // The response being dropped failed: the retry goes ahead all the same.
-      attempt.next = null;
-      this.retry(next);
-      return;
-    }
+    if (attempt.discarding) return; // the response being dropped failed: its retry is under way
     if (this.callerAbort !== null || this.owner.destroyed) {
       // Not the backend's fault: the caller gave up, or the dispatcher was destroyed. A response
       // already forwarded counts as what it was, as when its body is read to the end.
@@ -508,13 +503,6 @@ class BalancedRequest<B extends UrlBackend> {
     const retry = attempt.forwarding ? null : this.nextSlot(attempt.slot);
     if (retry === null) this.fail(attempt.timeoutError ?? err);
     else this.retry(retry);
-  }
-
-  /** The dropped response of an attempt has ended: retry. */
-  discarded(attempt: Attempt<B>): void {
-    const next = attempt.next;
-    attempt.next = null;
-    if (next !== null) this.retry(next);
   }
 
   // The slot of the next attempt when a retry is allowed (and picked, so the budget is spent), else null.
@@ -583,9 +571,8 @@ class Attempt<B extends UrlBackend> implements LegacyHandler {
   timer: ReturnType<typeof setTimeout> | undefined;
   timeoutError: FairpickError | null = null;
   result: ReleaseResult = {};
-  discarding = false; // reading a response that will be retried
+  discarding = false; // reading a response that was retried
   forwarding = false; // the caller has seen the response headers
-  next: Slot<B> | null = null; // the slot of the retry, while discarding
   private abandoned: Error | null = null;
 
   constructor(
@@ -638,9 +625,8 @@ class Attempt<B extends UrlBackend> implements LegacyHandler {
   }
 
   onComplete(trailers: string[] | null): void {
-    if (this.abandoned !== null) return;
-    if (this.discarding) this.request.discarded(this);
-    else this.request.complete(this, trailers);
+    if (this.abandoned !== null || this.discarding) return;
+    this.request.complete(this, trailers);
   }
 
   onUpgrade(statusCode: number, headers: Buffer[] | string[] | null, socket: Duplex): void {

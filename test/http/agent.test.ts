@@ -209,6 +209,30 @@ describe('createBalancedAgent with http.request', () => {
     expect(stat(lb, 'a')).toMatchObject({ failures: 1, successes: 0, picks: 1 });
   });
 
+  it("leaves an unhandled request 'error' unhandled: it throws, as without the agent's own listener", async () => {
+    const s = await startServer('a');
+    await s.stop();
+    const lb = balancer({ backends: backendsOf([s]) });
+    const agent = agentFor(lb);
+    const req = http.request('http://fairpick/unhandled', { agent });
+    // emit('error') with no listener throws; catch it where it is thrown rather than crash the worker.
+    const thrown = new Promise<unknown>((resolve) => {
+      const emit = req.emit.bind(req);
+      req.emit = ((event: string | symbol, ...args: unknown[]) => {
+        try {
+          return emit(event, ...args);
+        } catch (error) {
+          resolve(error);
+          return true;
+        }
+      }) as typeof req.emit;
+    });
+    req.end();
+    expect(await thrown).toMatchObject({ code: 'ECONNREFUSED' });
+    await waitFor(() => inFlight(lb) === 0, { message: 'the failed request counted out' });
+    expect(stat(lb, 'a')).toMatchObject({ failures: 1 });
+  });
+
   it('passive health ejects a stopped backend and the others keep serving', async () => {
     const servers = await startServers(2);
     const lb = balancer({

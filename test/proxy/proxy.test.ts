@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type IncomingMessage, request, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { formatIssue, parseConfig } from '../../examples/proxy/src/config.js';
 import { displayIp, forwardedElement, requestHeaders, stripHopByHop } from '../../examples/proxy/src/headers.js';
@@ -174,9 +174,13 @@ describe('proxying', () => {
 
   it('removes hop-by-hop headers in both directions, including those named in Connection', async () => {
     let backendReceived: Record<string, string | string[] | undefined> = {};
+    let backendBody = '';
     const web1 = await backend('web1', (req, res) => {
       backendReceived = req.headers;
-      req.resume();
+      req.setEncoding('utf8');
+      req.on('data', (chunk: string) => {
+        backendBody += chunk;
+      });
       req.on('end', () => {
         res.writeHead(200, [
           'Connection',
@@ -229,6 +233,7 @@ describe('proxying', () => {
         'X-End-To-End',
         'kept',
       ],
+      body: 'chunked payload',
     });
     expect(answer.status).toBe(200);
     for (const name of [
@@ -243,7 +248,14 @@ describe('proxying', () => {
       expect([name, backendReceived[name]]).toEqual([name, undefined]);
     }
     expect(backendReceived.connection).toBe('keep-alive'); // the proxy's own, for its pooled connection
-    expect(backendReceived['transfer-encoding']).toBe('chunked'); // the proxy's own framing of the chunked body
+    // The client's Transfer-Encoding is not forwarded as such: the proxy frames the body itself,
+    // chunked while it is still arriving, or with a Content-Length when it has arrived whole.
+    const framing = [backendReceived['transfer-encoding'], backendReceived['content-length']];
+    expect([
+      ['chunked', undefined],
+      [undefined, String('chunked payload'.length)],
+    ]).toContainEqual(framing);
+    expect(backendBody).toBe('chunked payload');
     expect(backendReceived['x-end-to-end']).toBe('kept');
     for (const name of ['x-backend-hop', 'proxy-authenticate', 'trailer', 'upgrade']) {
       expect([name, answer.headers[name]]).toEqual([name, undefined]);
@@ -359,16 +371,101 @@ describe('failures', () => {
       await send(`${p.url}/post`, { method: 'POST', body: 'a' }),
       await send(`${p.url}/post`, { method: 'POST', body: 'b' }),
     ];
-    expect(posts.map((a) => a.status).sort()).toEqual([200, 502]);
-    const failed = posts.find((a) => a.status === 502);
-    expect(failed?.body).toContain('502 Bad Gateway');
+    // Every attempt failed to connect: 503 (HAProxy's and Envoy's answer), not 502.
+    expect(posts.map((a) => a.status).sort()).toEqual([200, 503]);
+    const failed = posts.find((a) => a.status === 503);
+    expect(failed?.body).toContain('503 Service Unavailable');
+    expect(failed?.headers['retry-after']).toBe('1');
     expect(failed?.headers['content-type']).toBe('text/plain; charset=utf-8');
     const succeeded = posts.find((a) => a.status === 200);
     expect(echoed(succeeded as Answer).method).toBe('POST');
     expect(web2.seen.filter((r) => r.method === 'POST')).toHaveLength(1);
     await until(() => accessLines(p).length === 8, 'eight access lines');
-    const postLine = accessLines(p).find((e) => e.method === 'POST' && e.status === 502);
+    const postLine = accessLines(p).find((e) => e.method === 'POST' && e.status === 503);
     expect(postLine).toMatchObject({ attempts: 1, backend: null, error: 'connect-error@web1' });
+    await until(() => totalInFlight(p) === 0, 'every slot released');
+  });
+
+  it('answers 503 when every attempt fails to connect, after retrying a GET elsewhere', async () => {
+    const [dead1, dead2] = [await freeTcpPort(), await freeTcpPort()];
+    const p = await proxy({
+      backends: [
+        { id: 'web1', url: `http://127.0.0.1:${dead1}` },
+        { id: 'web2', url: `http://127.0.0.1:${dead2}` },
+      ],
+      health: { passive: false },
+    });
+    const answer = await send(`${p.url}/down`);
+    expect([answer.status, answer.headers['retry-after']]).toEqual([503, '1']);
+    expect(answer.body).toContain('503 Service Unavailable');
+    await until(() => accessLines(p).length === 1, 'the access line');
+    expect(accessLines(p)[0]).toMatchObject({ status: 503, backend: null, attempts: 2 });
+    expect(String(accessLines(p)[0]?.error)).toMatch(/^connect-error@web[12]$/);
+    await until(() => totalInFlight(p) === 0 && p.handle.inFlight === 0, 'every slot released');
+    expect(p.handle.balancer.stats().map((s) => s.failures)).toEqual([1, 1]);
+  });
+
+  it('retries a GET whose connection closed without a response on the other backend (empty response)', async () => {
+    const web2 = await backend('web2', echoHandler('web2'));
+    const closer = createNetServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.destroy()); // reads the request, answers nothing
+    });
+    await new Promise<void>((resolve) => closer.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => closer.close(() => resolve())));
+    const closerUrl = `http://127.0.0.1:${(closer.address() as AddressInfo).port}`;
+    const p = await proxy({
+      backends: [
+        { id: 'web1', url: closerUrl },
+        { id: 'web2', url: web2.url },
+      ],
+      health: { passive: false },
+    });
+    for (let i = 0; i < 4; i++) {
+      const answer = await send(`${p.url}/e${i}`);
+      expect([answer.status, answer.headers['x-served-by']]).toEqual([200, 'web2']);
+    }
+    await until(() => accessLines(p).length === 4, 'four access lines');
+    expect(accessLines(p).some((e) => e.attempts === 2 && e.backend === 'web2')).toBe(true);
+    // A POST is not retried: the backend may have acted on it. 502, as the backend broke the exchange.
+    const posts = [
+      await send(`${p.url}/post`, { method: 'POST', body: 'a' }),
+      await send(`${p.url}/post`, { method: 'POST', body: 'b' }),
+    ];
+    expect(posts.map((a) => a.status).sort()).toEqual([200, 502]);
+    await until(() => accessLines(p).length === 6, 'six access lines');
+    expect(accessLines(p).find((e) => e.status === 502)).toMatchObject({
+      attempts: 1,
+      backend: null,
+      error: 'upstream-reset@web1',
+    });
+    await until(() => totalInFlight(p) === 0 && p.handle.inFlight === 0, 'every slot released');
+  });
+
+  it('answers 502 when the backend answers garbage, without retrying', async () => {
+    const web2 = await backend('web2');
+    const garbage = createNetServer((socket) => {
+      socket.on('error', () => {});
+      socket.once('data', () => socket.end('this is not HTTP\r\n\r\n'));
+    });
+    await new Promise<void>((resolve) => garbage.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => garbage.close(() => resolve())));
+    const p = await proxy({
+      backends: [
+        { id: 'web1', url: `http://127.0.0.1:${(garbage.address() as AddressInfo).port}` },
+        { id: 'web2', url: web2.url },
+      ],
+      health: { passive: false },
+    });
+    const statuses = [(await send(p.url)).status, (await send(p.url)).status].sort();
+    expect(statuses).toEqual([200, 502]);
+    await until(() => accessLines(p).length === 2, 'two access lines');
+    expect(accessLines(p).find((e) => e.status === 502)).toMatchObject({
+      attempts: 1,
+      backend: null,
+      error: 'upstream-error@web1',
+    });
+    expect(web2.seen).toHaveLength(1);
     await until(() => totalInFlight(p) === 0, 'every slot released');
   });
 
@@ -607,6 +704,19 @@ describe('admin server', () => {
     );
     expect(page.body).toContain("fetch('/stats.json'");
     expect((await send(`${p.handle.adminUrl}/nope`)).status).toBe(404);
+  });
+
+  it('titles the page "fairpick proxy" when the name is left at its default', async () => {
+    const web1 = await backend('web1');
+    const named = await proxy({ name: 'edge1', backends: [{ id: 'web1', url: web1.url }] });
+    const page = (await send(`${named.handle.adminUrl}/`)).body;
+    expect(page).toContain('<title>edge1 - fairpick proxy statistics</title>');
+    expect(page).toContain('<h1>fairpick proxy <span id="name">edge1</span></h1>');
+    const unnamed = await proxy({ backends: [{ id: 'web1', url: web1.url }] });
+    const plain = (await send(`${unnamed.handle.adminUrl}/`)).body;
+    expect(plain).toContain('<title>fairpick proxy statistics</title>');
+    expect(plain).toContain('<h1>fairpick proxy</h1>');
+    expect(plain).not.toContain('proxy proxy');
   });
 });
 

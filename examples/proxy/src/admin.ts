@@ -4,6 +4,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { BackendStats, Balancer } from 'fairpick';
+import { DEFAULT_NAME } from './config.js';
 import type { ProxyBackend, ProxyCounters } from './proxy-server.js';
 
 export type Role = 'leader' | 'standby' | 'standalone';
@@ -298,7 +299,7 @@ export function statsPage(s: StatsSnapshot): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${html(s.name)} - fairpick proxy statistics</title>
+<title>${s.name === DEFAULT_NAME ? '' : `${html(s.name)} - `}fairpick proxy statistics</title>
 <style>
 body { font: 13px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0; background: #f3f4f6; color: #1f2933; }
 header { background: #24364b; color: #fff; padding: 10px 18px; display: flex; flex-wrap: wrap; gap: 8px 28px; align-items: baseline; }
@@ -325,7 +326,7 @@ footer { color: #616e7c; padding: 0 18px 18px; }
 </head>
 <body>
 <header>
-<h1>fairpick proxy <span id="name">${html(s.name)}</span></h1>
+<h1>fairpick proxy${s.name === DEFAULT_NAME ? '' : ` <span id="name">${html(s.name)}</span>`}</h1>
 <div><span class="k">role</span><span id="role" class="badge role-${s.role}">${s.role}</span></div>
 <div><span class="k">token</span><span id="token">${s.token ?? '-'}</span></div>
 <div><span class="k">algorithm</span><span id="algorithm">${html(s.algorithm)}</span></div>

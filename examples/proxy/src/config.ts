@@ -261,6 +261,9 @@ function isObject(value: unknown): value is Json {
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+/** `name` when the config leaves it out. */
+export const DEFAULT_NAME = 'proxy';
+
 const NAME_EXPECTED = "a name of letters, digits, '.', '_' and '-' (e.g. \"web1\")";
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
@@ -390,7 +393,7 @@ class Validator {
       });
       return undefined;
     }
-    let name = 'proxy';
+    let name = DEFAULT_NAME;
     if (o.name !== undefined) {
       if (typeof o.name === 'string' && NAME.test(o.name)) name = o.name;
       else this.fail('name', o.name, NAME_EXPECTED);

@@ -72,6 +72,50 @@ export function stripHopByHop(raw: readonly string[], keepUpgrade = false): stri
   return out;
 }
 
+/** Marks the lengths of the names in `names`, so most headers are told apart without lowercasing them. */
+function lengths(...names: ReadonlySet<string>[]): Uint8Array {
+  const marks = new Uint8Array(32);
+  for (const set of names) for (const name of set) marks[name.length] = 1;
+  return marks;
+}
+
+const HOP_LENGTHS = lengths(HOP_BY_HOP);
+const REQUEST_LENGTHS = lengths(HOP_BY_HOP, FORWARDING, new Set(['host']));
+
+function text(value: Buffer | string): string {
+  return typeof value === 'string' ? value : value.toString('latin1');
+}
+
+/**
+ * A backend's response headers as undici hands them over (a flat array of raw `Buffer`s, case,
+ * order and repeats as received), as strings without the hop-by-hop headers: what
+ * `res.writeHead(status, headers)` takes. Header bytes are latin1, as Node's own parser reads them.
+ * The same result as {@link stripHopByHop}, in the one pass the hot path can afford.
+ */
+export function responseHeaders(raw: readonly (Buffer | string)[]): string[] {
+  let named: Set<string> | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    if ((raw[i] as Buffer | string).length !== 10) continue;
+    if (text(raw[i] as Buffer | string).toLowerCase() !== 'connection') continue;
+    for (const token of text(raw[i + 1] as Buffer | string).split(',')) {
+      const t = token.trim().toLowerCase();
+      if (t.length === 0) continue;
+      named ??= new Set();
+      named.add(t);
+    }
+  }
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = text(raw[i] as Buffer | string);
+    if (named !== null || HOP_LENGTHS[name.length] === 1) {
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue;
+    }
+    out.push(name, text(raw[i + 1] as Buffer | string));
+  }
+  return out;
+}
+
 /** What the proxy knows about a request it forwards. */
 export interface ForwardingInfo {
   /** The client's address as the proxy's socket saw it (IPv4-mapped IPv6 is shown as IPv4). */
@@ -106,6 +150,10 @@ export function requestHeaders(raw: readonly string[], info: ForwardingInfo): st
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
     const value = raw[i + 1] as string;
+    if (named === null && REQUEST_LENGTHS[name.length] !== 1) {
+      out.push(name, value); // none of the names below has this length
+      continue;
+    }
     const lower = name.toLowerCase();
     if (FORWARDING.has(lower)) {
       if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;

@@ -163,7 +163,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     closing = Promise.resolve();
     proxy.unlisten();
     proxy.server.closeAllConnections();
-    proxy.closeAgents();
+    await proxy.closePools();
     balancer.close();
     await pair?.stop();
     await closeServer(admin);
@@ -179,7 +179,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
     const resigned = pair?.stop(); // resign at once: the peer takes over without waiting
     await proxy.drain(config.timeouts.drainMs);
     await resigned;
-    proxy.closeAgents();
+    await proxy.closePools();
     balancer.close();
     await pair?.hooksSettled(HOOK_WAIT_MS);
     await closeServer(admin);

@@ -1,32 +1,34 @@
 /**
  * Request forwarding: the service side of the proxy.
  *
- * Every request becomes an {@link Exchange}: acquire a backend from the balancer, open (or reuse)
- * a keep-alive connection to it, stream the request body and the response body through, and
- * release the balancer's slot exactly once when the response has been written out whole or has
- * failed. Connect errors and connect timeouts of idempotent requests are retried on another
- * backend (HAProxy's `retries` with `option redispatch`), as long as no byte of the request body
- * was consumed: the body is only piped once the backend connection is up, so a refused connection
- * never eats it.
+ * Every request becomes an {@link Exchange}: acquire a backend from the balancer, send the request
+ * through that backend's undici `Pool` (keep-alive connections), stream the request body and the
+ * response body through, and release the balancer's slot exactly once when the response has been
+ * written out whole or has failed. Connect errors and connect timeouts of idempotent requests are
+ * retried on another backend (HAProxy's `retries` with `option redispatch`), as long as no byte of
+ * the request body was consumed: undici reads the body only once the backend connection is up, so
+ * a refused connection never eats it.
  *
- * The per-request path avoids closures: the listeners are module-level functions that find their
- * exchange on the emitter they are attached to (the way Node's own http code does it).
+ * The per-request path uses undici's low-level `dispatch()` with a handler object of its own (an
+ * {@link Attempt}): no `ClientRequest`, no response stream, no `pipe()`, no per-request socket
+ * timers (undici's parser keeps one coarse timer per connection for the response timeouts). Node's
+ * `http` client is kept only for upgrades (WebSocket), which are rare and long-lived.
  */
 import {
-  Agent,
   type ClientRequest,
   createServer,
   type IncomingMessage,
   request,
   type Server,
-  type ServerResponse,
+  ServerResponse,
   STATUS_CODES,
 } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type BackendSpec, type Balancer, isFairpickError, type PickContext, type Slot } from 'fairpick';
+import { type Dispatcher, Pool } from 'undici';
 import { authority, type BackendConfig, KEYED_ALGORITHMS, type ProxyConfig } from './config.js';
-import { displayIp, requestHeaders, stripHopByHop } from './headers.js';
+import { displayIp, requestHeaders, responseHeaders, stripHopByHop } from './headers.js';
 import type { Logger } from './log.js';
 
 /** A backend as the balancer holds it: the configured fields plus its connection pool. */
@@ -39,23 +41,31 @@ export interface ProxyBackend extends BackendSpec {
   readonly backup: boolean;
   readonly maxInFlight?: number;
   /** One keep-alive pool per backend, as HAProxy keeps idle server connections per server. */
-  readonly agent: Agent;
+  readonly pool: Pool;
 }
 
-/** Builds the balancer's backend objects, each with its own keep-alive agent. */
+/** Builds the balancer's backend objects, each with its own keep-alive pool. */
 export function proxyBackends(config: ProxyConfig): ProxyBackend[] {
+  const t = config.timeouts;
   return config.backends.map((b: BackendConfig) => {
-    const agent = new Agent({
-      keepAlive: true,
-      // Idle pooled connections are closed after keepAliveMs: below the backends' own idle
-      // timeout (Node's default is 5 s), so the proxy does not reuse a connection the backend is
-      // closing at that very moment.
-      timeout: config.timeouts.keepAliveMs,
-      // The most recently used socket first: the least likely to have been closed by the backend.
-      scheduling: 'lifo',
-      noDelay: true,
+    const pool = new Pool(b.url, {
+      // As many connections as there are requests in flight (as Node's Agent does), one request
+      // at a time on each (no pipelining: a slow response must not hold up the next request).
+      connections: null,
+      pipelining: 1,
+      // HAProxy's `timeout connect`.
+      connectTimeout: t.connectMs,
+      // HAProxy's `timeout server`: no response headers within responseMs of the request being
+      // sent, or no body byte for responseMs (not counted while the client is slow to read).
+      headersTimeout: t.responseMs,
+      bodyTimeout: t.responseMs,
+      // Idle pooled connections are closed after keepAliveMs, or earlier when the backend
+      // announces a shorter `Keep-Alive: timeout` (minus a margin): the proxy does not reuse a
+      // connection the backend is closing at that very moment.
+      keepAliveTimeout: t.keepAliveMs,
+      keepAliveMaxTimeout: t.keepAliveMs,
     });
-    const backend = { id: b.id, url: b.url, host: b.host, port: b.port, weight: b.weight, backup: b.backup, agent };
+    const backend = { id: b.id, url: b.url, host: b.host, port: b.port, weight: b.weight, backup: b.backup, pool };
     return b.maxInFlight === null ? backend : { ...backend, maxInFlight: b.maxInFlight };
   });
 }
@@ -92,18 +102,50 @@ function isRetryable(failure: Failure): boolean {
   return failure !== 'response-timeout' && failure !== 'upstream-error';
 }
 
-/** Errors that mean the connection broke, as opposed to a malformed response. */
-function isReset(error: NodeJS.ErrnoException): boolean {
-  return error.code === 'ECONNRESET' || error.code === 'EPIPE' || error.code === 'ECONNABORTED';
+function isConnectFailure(failure: Failure): boolean {
+  return failure === 'connect-error' || failure === 'connect-timeout';
 }
 
-const EXCHANGE = Symbol('fairpick.exchange');
-const CONNECTING = Symbol('fairpick.connecting');
-interface Carries {
-  [EXCHANGE]?: Exchange;
+/** Errors that mean the connection broke, as opposed to a malformed response. */
+function isReset(error: NodeJS.ErrnoException): boolean {
+  return (
+    error.code === 'UND_ERR_SOCKET' ||
+    error.code === 'ECONNRESET' ||
+    error.code === 'EPIPE' ||
+    error.code === 'ECONNABORTED'
+  );
 }
-interface SocketCarries {
-  [CONNECTING]?: ClientRequest | undefined;
+
+/** undici's errors carry the socket's counters when the connection broke. */
+interface SocketInfo {
+  readonly bytesRead?: number;
+}
+
+/**
+ * Classifies the failure of an attempt that got no response. Before the request was handed to a
+ * connection, only the connect can have failed; after, a broken connection is stale when it had
+ * carried an earlier response (the backend closed it while it sat idle in the pool: the request
+ * never reached it) and a reset otherwise.
+ */
+function classify(error: NodeJS.ErrnoException, connected: boolean): Failure {
+  if (!connected) return error.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connect-timeout' : 'connect-error';
+  if (error.code === 'UND_ERR_HEADERS_TIMEOUT') return 'response-timeout';
+  if (!isReset(error)) return 'upstream-error';
+  const bytesRead = (error as { socket?: SocketInfo }).socket?.bytesRead ?? 0;
+  return bytesRead > 0 ? 'stale-connection' : 'upstream-reset';
+}
+
+/** undici's answers to a request it refuses to send as it is (a header it does not allow, a bad path). */
+function isBadRequest(error: NodeJS.ErrnoException): boolean {
+  return error.code === 'UND_ERR_INVALID_ARG' || error.code === 'UND_ERR_NOT_SUPPORTED';
+}
+
+/**
+ * The server's response objects carry their exchange in a field declared by the class, so every
+ * response has the same shape (a property added afterwards would give Node's http code a second one).
+ */
+class ProxyResponse extends ServerResponse<IncomingMessage> {
+  exchange: Exchange | null = null;
 }
 
 /** The state of one proxied request, from the client's request to the end of its response. */
@@ -115,13 +157,19 @@ class Exchange {
   slot: Slot<ProxyBackend> | null = null;
   /** The backend of the current (or last) attempt. */
   backend: ProxyBackend | null = null;
-  upstream: ClientRequest | null = null;
-  upstreamRes: IncomingMessage | null = null;
+  /** The attempt in progress; `null` between attempts, once the response is complete, or once abandoned. */
+  attempt: Attempt | null = null;
   attemptStarted = 0;
+  /** The current attempt was handed to a backend connection. */
   connected = false;
-  /** The connect timeout of a new connection (pooled ones need none). */
-  connectTimer: NodeJS.Timeout | undefined = undefined;
   bodyStarted = false;
+  /** A backend's response head was relayed to the client. */
+  responded = false;
+  /** Every failed attempt so far failed to connect (the backends are unreachable: 503). */
+  onlyConnectFailures = true;
+  /** undici's resume(), while the response is paused because the client reads slowly. */
+  resume: (() => void) | null = null;
+  waitingDrain = false;
   /** Time to the backend's response headers: the latency reported to the balancer. */
   ttfbMs = 0;
   status = 0;
@@ -131,12 +179,11 @@ class Exchange {
   constructor(
     readonly proxy: ProxyServer,
     readonly req: IncomingMessage,
-    readonly res: ServerResponse,
+    readonly res: ProxyResponse,
     readonly clientIp: string,
     readonly hasBody: boolean,
   ) {}
 }
-
 /** The counters behind the stats page and /metrics. */
 export interface ProxyCounters {
   /** Responses by status code (499: the client went away first). */
@@ -147,7 +194,7 @@ export interface ProxyCounters {
 
 /** The forwarding server; it does not decide when to listen (see pair.ts). */
 export class ProxyServer {
-  readonly server: Server;
+  readonly server: Server<typeof IncomingMessage, typeof ProxyResponse>;
   readonly counters: ProxyCounters = { codes: new Map(), retries: 0 };
   /** Requests and tunnels being served. */
   inFlight = 0;
@@ -176,7 +223,10 @@ export class ProxyServer {
     this.redispatch = config.retries.redispatch;
     this.keyed = KEYED_ALGORITHMS.has(config.algorithm);
     this.ipHash = config.algorithm === 'ip-hash';
-    this.server = createServer({ keepAliveTimeout: config.timeouts.keepAliveMs }, (req, res) => this.handle(req, res));
+    this.server = createServer(
+      { keepAliveTimeout: config.timeouts.keepAliveMs, ServerResponse: ProxyResponse },
+      (req, res) => this.handle(req, res as ProxyResponse),
+    );
     this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
       new Tunnel(this, req, socket as Socket, head).start(),
     );
@@ -242,18 +292,21 @@ export class ProxyServer {
     for (const socket of this.tunnels) socket.destroy();
   }
 
-  /** Closes the idle keep-alive connections to the backends. */
-  closeAgents(): void {
-    for (const backend of this.balancer.backends) backend.agent.destroy();
+  /**
+   * Closes the backend pools: their idle keep-alive connections, and whatever is still there after
+   * the drain (requests abandoned when their clients were disconnected).
+   */
+  async closePools(): Promise<void> {
+    await Promise.all(this.balancer.backends.map((backend) => backend.pool.destroy()));
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
+  private handle(req: IncomingMessage, res: ProxyResponse): void {
     this.inFlight++;
     const te = req.headers['transfer-encoding'];
     const cl = req.headers['content-length'];
     const hasBody = te !== undefined || (cl !== undefined && cl !== '0');
     const ex = new Exchange(this, req, res, displayIp(req.socket.remoteAddress ?? 'unknown'), hasBody);
-    (res as Carries)[EXCHANGE] = ex;
+    res.exchange = ex;
     res.on('close', onClientClose);
     if (!this.accepting) res.shouldKeepAlive = false;
     if (!this.serving) {
@@ -316,7 +369,7 @@ export class ProxyServer {
   }
 }
 
-function closeIdle(server: Server): void {
+function closeIdle(server: Server<typeof IncomingMessage, typeof ProxyResponse>): void {
   server.closeIdleConnections();
 }
 
@@ -363,8 +416,8 @@ function randomKey(): string {
   return Math.random().toString(36).slice(2);
 }
 
-function carried(emitter: object): Exchange {
-  return (emitter as Carries)[EXCHANGE] as Exchange;
+function carried(res: ServerResponse): Exchange {
+  return (res as ProxyResponse).exchange as Exchange;
 }
 
 /** One attempt: pick a backend (avoiding those tried) and send the request there. */
@@ -389,170 +442,185 @@ function dispatch(ex: Exchange): void {
     return;
   }
   const backend = slot.backend;
+  const req = ex.req;
   ex.attempts++;
   ex.slot = slot;
   ex.backend = backend;
   ex.connected = false;
   ex.attemptStarted = performance.now();
-  ex.headers ??= upstreamHeaders(ex.req, ex.clientIp, false);
-  const up = request({
-    host: backend.host,
-    port: backend.port,
-    method: ex.req.method,
-    path: ex.req.url,
-    headers: ex.headers,
-    agent: backend.agent,
-    setHost: false,
-  });
-  (up as Carries)[EXCHANGE] = ex;
-  ex.upstream = up;
-  up.on('socket', onUpstreamSocket);
-  up.on('response', onUpstreamResponse);
-  up.on('timeout', onUpstreamTimeout);
-  up.on('error', onUpstreamError);
-  // Without a body the request is complete now; Node sends it when the socket is ready. With a
-  // body, nothing is read from the client before the connection is up (see upstreamConnected).
-  if (!ex.hasBody) up.end();
+  ex.headers ??= upstreamHeaders(req, ex.clientIp, false);
+  const attempt = new Attempt(ex);
+  ex.attempt = attempt;
+  // Without a body the request is complete now; with one, undici reads the client's body only once
+  // a connection is up (see Attempt.onConnect), with backpressure. A request undici refuses (a
+  // header it does not allow) reaches attempt.onError at once.
+  backend.pool.dispatch(
+    { path: req.url ?? '/', method: req.method ?? 'GET', headers: ex.headers, body: ex.hasBody ? req : null },
+    attempt,
+  );
 }
 
+/**
+ * The headers of the request to a backend. For a request through the pool, undici frames the body
+ * itself (Content-Length as received, else chunked) and sends its own `Connection`; `Expect` was
+ * answered by this proxy already (Node's server sends `100 Continue`), so it is not forwarded.
+ */
 function upstreamHeaders(req: IncomingMessage, clientIp: string, upgrade: boolean): string[] {
-  const headers = requestHeaders(req.rawHeaders, {
+  let headers = requestHeaders(req.rawHeaders, {
     clientIp,
     proto: 'http',
     upgrade,
-    chunked: req.headers['transfer-encoding'] !== undefined,
+    chunked: upgrade && req.headers['transfer-encoding'] !== undefined,
   });
+  if (!upgrade && req.headers.expect !== undefined) {
+    const kept: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i] as string;
+      if (name.length !== 6 || name.toLowerCase() !== 'expect') kept.push(name, headers[i + 1] as string);
+    }
+    headers = kept;
+  }
   // HTTP/1.0 clients may omit Host; the backend speaks HTTP/1.1, which requires one.
   if (req.headers.host === undefined) headers.push('Host', req.socket.localAddress ?? 'localhost');
   return headers;
 }
 
-function onUpstreamSocket(this: ClientRequest, socket: Socket): void {
-  const ex = carried(this);
-  if (ex.upstream !== this) return;
-  if (socket.connecting) {
-    // A new connection: it belongs to this request alone until it is up. Its connect timeout is
-    // a timer of its own: the agent's idle timeout (keepAliveMs) is armed on every socket it
-    // creates and takes precedence over a request's `timeout` option, and
-    // ClientRequest.setTimeout() only arms once the socket is connected.
-    socket.setTimeout(0);
-    ex.connectTimer = setTimeout(onConnectTimeout, ex.proxy.connectMs, this);
-    (socket as SocketCarries)[CONNECTING] = this;
-    socket.once('connect', onSocketConnect);
-  } else {
-    upstreamConnected(ex, this); // a pooled keep-alive connection
+/**
+ * The undici handler of one attempt (undici's low-level dispatch API: it calls these methods
+ * directly, without streams). Every method first checks that its attempt is still the exchange's
+ * current one: a late callback of an attempt that was abandoned (retried, or its client gone) does
+ * nothing.
+ */
+class Attempt implements Dispatcher.DispatchHandler {
+  /** undici's abort of this request, once it is on a connection. */
+  private abort: ((error?: Error) => void) | null = null;
+
+  constructor(readonly ex: Exchange) {}
+
+  /** The request was handed to a connection (new or pooled); undici now sends it and its body. */
+  onConnect(abort: (error?: Error) => void): void {
+    const ex = this.ex;
+    if (ex.attempt !== this) {
+      abort(); // the client left while the connection was being made
+      return;
+    }
+    this.abort = abort;
+    ex.connected = true;
+    if (ex.hasBody) ex.bodyStarted = true;
   }
-}
 
-function onSocketConnect(this: Socket): void {
-  const up = (this as SocketCarries)[CONNECTING];
-  (this as SocketCarries)[CONNECTING] = undefined;
-  if (up === undefined) return;
-  const ex = carried(up);
-  clearTimeout(ex.connectTimer);
-  if (ex.upstream === up) upstreamConnected(ex, up);
-}
-
-function onConnectTimeout(up: ClientRequest): void {
-  const ex = carried(up);
-  if (ex.upstream === up && !ex.connected) attemptFailed(ex, 'connect-timeout');
-}
-
-function upstreamConnected(ex: Exchange, up: ClientRequest): void {
-  ex.connected = true;
-  // From now on the idle timeout of the backend connection is the response timeout (HAProxy's
-  // `timeout server`): no response headers, or no body byte, for responseMs.
-  up.setTimeout(ex.proxy.responseMs);
-  if (ex.hasBody && !ex.bodyStarted) {
-    ex.bodyStarted = true;
-    ex.req.pipe(up); // streamed with backpressure; pipe ends `up` when the client's body ends
+  /** Stops the backend's work when the client goes away; its connection is not reused. */
+  cancel(): void {
+    const abort = this.abort;
+    this.abort = null;
+    abort?.();
   }
-}
 
-function onUpstreamResponse(this: ClientRequest, upstreamRes: IncomingMessage): void {
-  const ex = carried(this);
-  if (ex.upstream !== this) {
-    upstreamRes.destroy();
-    return;
+  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
+    const ex = this.ex;
+    if (ex.attempt !== this) return false;
+    if (statusCode < 200) return true; // 1xx: not relayed (100 Continue was answered by this proxy)
+    const res = ex.res;
+    ex.responded = true;
+    ex.error = null; // an earlier attempt's failure was retried away; `attempts` still shows it
+    ex.ttfbMs = performance.now() - ex.attemptStarted;
+    ex.status = statusCode;
+    ex.resume = resume;
+    if (res.destroyed) return false; // the client left; onClientClose cleans up
+    try {
+      const headers = responseHeaders(rawHeaders);
+      if (statusText) res.writeHead(statusCode, statusText, headers);
+      else res.writeHead(statusCode, headers);
+    } catch (error) {
+      // A header Node refuses to send (an invalid character): the backend's answer is unusable.
+      ex.attempt = null;
+      ex.responded = false;
+      this.cancel();
+      ex.proxy.log.event('error', { backend: ex.backend?.id ?? null, message: (error as Error).message });
+      ex.onlyConnectFailures = false;
+      failWith(ex, `upstream-error@${ex.backend?.id ?? '-'}`);
+      return false;
+    }
+    return true;
   }
-  const res = ex.res;
-  ex.upstreamRes = upstreamRes;
-  ex.error = null; // an earlier attempt's failure was retried away; `attempts` still shows it
-  ex.ttfbMs = performance.now() - ex.attemptStarted;
-  ex.status = upstreamRes.statusCode ?? 502;
-  (upstreamRes as Carries)[EXCHANGE] = ex;
-  upstreamRes.on('error', onUpstreamBodyError);
-  if (res.destroyed) return; // the client left; onClientClose cleans up
-  try {
-    const headers = stripHopByHop(upstreamRes.rawHeaders);
-    const message = upstreamRes.statusMessage;
-    if (message) res.writeHead(ex.status, message, headers);
-    else res.writeHead(ex.status, headers);
-  } catch (error) {
-    // A header Node refuses to send (an invalid character): the backend's answer is unusable.
-    ex.upstreamRes = null;
-    upstreamRes.destroy();
-    ex.proxy.log.event('error', { backend: ex.backend?.id ?? null, message: (error as Error).message });
-    failWith(ex, `upstream-error@${ex.backend?.id ?? '-'}`);
-    return;
+
+  /** A body chunk: written to the client; `false` pauses the backend's connection until the client drains. */
+  onData(chunk: Buffer): boolean {
+    const ex = this.ex;
+    if (ex.attempt !== this) return false;
+    const res = ex.res;
+    if (res.write(chunk)) return true;
+    if (!ex.waitingDrain) {
+      ex.waitingDrain = true;
+      res.once('drain', onClientDrain);
+    }
+    return false;
   }
-  upstreamRes.pipe(res);
-}
 
-function onUpstreamBodyError(this: IncomingMessage): void {
-  const ex = carried(this);
-  if (ex.upstreamRes !== this) return;
-  // The backend's connection broke mid-body: the client's response cannot be completed, and a
-  // truncated body must not look complete, so its connection is closed too.
-  ex.error ??= `upstream-aborted@${ex.backend?.id ?? '-'}`;
-  release(ex, false, performance.now() - ex.attemptStarted);
-  ex.res.destroy();
-}
-
-function onUpstreamTimeout(this: ClientRequest): void {
-  const ex = carried(this);
-  if (ex.upstream !== this) return;
-  const upstreamRes = ex.upstreamRes;
-  if (!ex.connected) {
-    return; // connects are timed by onConnectTimeout
-  } else if (upstreamRes === null) {
-    attemptFailed(ex, 'response-timeout');
-  } else if (!upstreamRes.complete) {
-    ex.error ??= `response-timeout@${ex.backend?.id ?? '-'}`;
-    release(ex, false, performance.now() - ex.attemptStarted);
-    this.destroy();
-    ex.res.destroy();
+  onComplete(): void {
+    const ex = this.ex;
+    if (ex.attempt !== this) return;
+    ex.attempt = null;
+    ex.res.end(); // the slot is released once the client has it all (onClientClose)
   }
-}
 
-function onUpstreamError(this: ClientRequest, error: NodeJS.ErrnoException): void {
-  const ex = carried(this);
-  if (ex.upstream !== this) return;
-  if (ex.upstreamRes !== null) {
-    if (!ex.upstreamRes.complete) {
-      ex.error ??= `upstream-aborted@${ex.backend?.id ?? '-'}`;
+  onError(error: Error): void {
+    const ex = this.ex;
+    if (ex.attempt !== this) return;
+    ex.attempt = null;
+    this.abort = null;
+    const failure = error as NodeJS.ErrnoException;
+    if (ex.responded) {
+      // The backend's connection broke (or went silent) mid-body: the client's response cannot be
+      // completed, and a truncated body must not look complete, so its connection is closed too.
+      const timeout = failure.code === 'UND_ERR_BODY_TIMEOUT';
+      ex.error ??= `${timeout ? 'response-timeout' : 'upstream-aborted'}@${ex.backend?.id ?? '-'}`;
       release(ex, false, performance.now() - ex.attemptStarted);
       ex.res.destroy();
+      return;
     }
-    return;
+    if (clientAborted(ex)) {
+      // The client went away in the middle of its request body; undici reports the truncated
+      // body as this attempt's failure. Not the backend's fault: the exchange ends as 499.
+      release(ex, undefined, 0);
+      ex.error = `client-aborted@${ex.backend?.id ?? '-'}`;
+      ex.res.destroy();
+      return;
+    }
+    if (!ex.connected && isBadRequest(failure)) {
+      // Not the backend's fault: a request this proxy cannot forward as it is.
+      release(ex, undefined, 0);
+      ex.error = 'bad-request';
+      ex.res.shouldKeepAlive = false;
+      respondLocal(ex, 400, 'the request cannot be forwarded');
+      return;
+    }
+    attemptFailed(ex, classify(failure, ex.connected));
   }
-  if (!ex.connected) attemptFailed(ex, 'connect-error');
-  else if (!isReset(error)) attemptFailed(ex, 'upstream-error');
-  // On a pooled connection, most likely closed by the backend while it sat idle (the request
-  // never reached it); on a fresh one, the backend went away with the request.
-  else attemptFailed(ex, this.reusedSocket ? 'stale-connection' : 'upstream-reset');
 }
 
-/** An attempt failed before any response: retry elsewhere if that is safe, else answer 502/504. */
+/**
+ * Whether the client abandoned its request before sending all of it: its connection is gone, or
+ * closed its sending side, while the request body is incomplete.
+ */
+function clientAborted(ex: Exchange): boolean {
+  const socket = ex.res.socket;
+  return !ex.req.complete && (ex.res.destroyed || socket === null || socket.destroyed || socket.readableEnded);
+}
+
+function onClientDrain(this: ServerResponse): void {
+  const ex = carried(this);
+  ex.waitingDrain = false;
+  ex.resume?.();
+}
+
+/** An attempt failed before any response: retry elsewhere if that is safe, else answer 502/503/504. */
 function attemptFailed(ex: Exchange, failure: Failure): void {
-  const up = ex.upstream;
-  ex.upstream = null;
-  clearTimeout(ex.connectTimer);
-  up?.destroy();
   const backend = ex.backend as ProxyBackend;
   // A stale pooled connection says nothing about the backend's health; the other failures do.
   if (failure === 'stale-connection') release(ex, undefined, 0);
   else release(ex, false, performance.now() - ex.attemptStarted);
+  if (!isConnectFailure(failure)) ex.onlyConnectFailures = false;
   ex.error = `${failure}@${backend.id}`;
   if (isRetryable(failure) && !ex.bodyStarted && !ex.res.destroyed && ex.proxy.mayRetry(ex.req.method, ex.attempts)) {
     ex.tried ??= new Set();
@@ -561,17 +629,22 @@ function attemptFailed(ex: Exchange, failure: Failure): void {
     dispatch(ex);
     return;
   }
+  // Part of the client's body went to a backend and the rest is unread: this connection cannot
+  // carry another request.
+  if (ex.bodyStarted) ex.res.shouldKeepAlive = false;
   failWith(ex, ex.error);
 }
 
-/** Answers the client for a failed exchange: 504 for timeouts, 502 for the rest. */
+/**
+ * Answers the client for a failed exchange: 503 when no attempt could even connect (every backend
+ * tried is unreachable: HAProxy's and Envoy's answer), 504 for a response timeout, 502 for the rest
+ * (a backend that broke the connection or answered garbage).
+ */
 function failWith(ex: Exchange, error: string): void {
   ex.error = error;
-  if (error.startsWith('connect-timeout') || error.startsWith('response-timeout')) {
-    respondLocal(ex, 504, 'the backend did not answer in time');
-  } else {
-    respondLocal(ex, 502, 'the backend failed to answer');
-  }
+  if (ex.onlyConnectFailures) respondLocal(ex, 503, 'no backend could be reached');
+  else if (error.startsWith('response-timeout')) respondLocal(ex, 504, 'the backend did not answer in time');
+  else respondLocal(ex, 502, 'the backend failed to answer');
 }
 
 /** Releases the current attempt's slot, once. `ok` undefined: neither a success nor a failure. */
@@ -583,7 +656,7 @@ function release(ex: Exchange, ok: boolean | undefined, latencyMs: number): void
   else slot.release({ ok, latencyMs });
 }
 
-/** A short plain-text answer from the proxy itself (502, 503, 504). */
+/** A short plain-text answer from the proxy itself (400, 500, 502, 503, 504). */
 function respondLocal(ex: Exchange, status: number, text: string): void {
   ex.status = status;
   const res = ex.res;
@@ -611,14 +684,13 @@ function onClientClose(this: ServerResponse): void {
     release(ex, ex.status < 500, ex.ttfbMs);
   } else {
     if (ex.error === null) ex.error = ex.backend === null ? 'client-aborted' : `client-aborted@${ex.backend.id}`;
-    if (ex.status === 0 || ex.upstreamRes === null) ex.status = 499; // nginx's "client closed request"
-    const up = ex.upstream;
-    ex.upstream = null;
-    clearTimeout(ex.connectTimer);
-    up?.destroy(); // stop the backend's work; its connection is not reused
+    if (ex.status === 0 || !ex.responded) ex.status = 499; // nginx's "client closed request"
+    const attempt = ex.attempt;
+    ex.attempt = null;
+    attempt?.cancel(); // stop the backend's work; a request still waiting for a connection is dropped when it gets one
     release(ex, undefined, 0); // the client left: not the backend's fault, either way
   }
-  const served = ex.upstreamRes !== null ? (ex.backend?.id ?? null) : null;
+  const served = ex.responded ? (ex.backend?.id ?? null) : null;
   ex.proxy.finished(
     ex.req.method ?? '-',
     ex.req.url ?? '-',
@@ -650,6 +722,8 @@ class Tunnel {
   private served = false;
   private error: string | null = null;
   private closed = false;
+  /** Every failed attempt so far failed to connect (then the answer is 503, as for a request). */
+  private onlyConnectFailures = true;
 
   constructor(
     private readonly proxy: ProxyServer,
@@ -775,6 +849,7 @@ class Tunnel {
     up?.destroy();
     const backend = this.backend as ProxyBackend;
     this.releaseSlot(false);
+    if (!isConnectFailure(failure)) this.onlyConnectFailures = false;
     this.error = `${failure}@${backend.id}`;
     if (isRetryable(failure) && !this.closed && this.proxy.mayRetry(this.req.method, this.attempts)) {
       this.tried ??= new Set();
@@ -788,11 +863,9 @@ class Tunnel {
 
   private failWith(error: string): void {
     this.error = error;
-    const timeout = error.startsWith('connect-timeout') || error.startsWith('response-timeout');
-    this.replyLocal(
-      timeout ? 504 : 502,
-      timeout ? 'the backend did not answer in time' : 'the backend failed to answer',
-    );
+    if (this.onlyConnectFailures) this.replyLocal(503, 'no backend could be reached');
+    else if (error.startsWith('response-timeout')) this.replyLocal(504, 'the backend did not answer in time');
+    else this.replyLocal(502, 'the backend failed to answer');
   }
 
   private replyLocal(status: number, text: string): void {
