@@ -12,54 +12,30 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import axios from 'axios';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import {
-  type BackendStats,
-  type Balancer,
-  type BalancerOptions,
-  createBalancer,
-  isFairpickError,
-} from '../../src/index.js';
+import { type Balancer, isFairpickError } from '../../src/index.js';
 import { type BalancedAgentOptions, createBalancedAgent, createBalancedHttpsAgent } from '../../src/node/index.js';
 import {
+  backendsOf,
+  balancer,
   closeAll,
   type EchoBody,
   hang,
+  inFlight,
   respond,
   startServer,
   startServers,
+  stat,
   streamAndHold,
-  type TestServer,
   track,
+  type Web,
   waitFor,
 } from './support.js';
 
 afterEach(closeAll);
 
-interface Web {
-  readonly id: string;
-  readonly url: string;
-  readonly weight?: number;
-}
-
-function backendsOf(servers: readonly TestServer[]): Web[] {
-  return servers.map((s) => ({ id: s.name, url: s.url }));
-}
-
-function balancer(options: BalancerOptions<Web>): Balancer<Web> {
-  return track(createBalancer<Web>(options));
-}
-
 function agentFor(lb: Balancer<Web>, options?: BalancedAgentOptions): Agent {
   return track(createBalancedAgent(lb, options));
 }
-
-function stat(lb: Balancer<Web>, id: string): BackendStats {
-  const s = lb.stats().find((x) => x.id === id);
-  if (s === undefined) throw new Error(`no backend ${id}`);
-  return s;
-}
-
-const inFlight = (lb: Balancer<Web>): number => lb.stats().reduce((n, s) => n + s.inFlight, 0);
 
 interface Reply {
   readonly status: number;

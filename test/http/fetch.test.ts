@@ -5,52 +5,27 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { type BalancedFetchOptions, balancedFetch, UpstreamError } from '../../src/fetch/index.js';
+import { type Balancer, type FairpickError, isFairpickError } from '../../src/index.js';
 import {
-  type BackendStats,
-  type Balancer,
-  type BalancerOptions,
-  createBalancer,
-  type FairpickError,
-  isFairpickError,
-} from '../../src/index.js';
-import {
+  backendsOf,
+  balancer,
   closeAll,
   type EchoBody,
   echo,
   hang,
+  inFlight,
   respond,
   startServer,
   startServers,
+  stat,
   streamAndHold,
   type TestServer,
-  track,
+  type Web,
   waitFor,
 } from './support.js';
 
 afterEach(closeAll);
 
-interface Web {
-  readonly id: string;
-  readonly url: string;
-  readonly weight?: number;
-}
-
-/** One backend per server, id = server name, url = server url. */
-function backendsOf(servers: readonly TestServer[]): Web[] {
-  return servers.map((s) => ({ id: s.name, url: s.url }));
-}
-
-function balancer(options: BalancerOptions<Web>): Balancer<Web> {
-  return track(createBalancer<Web>(options));
-}
-
-function stat(lb: Balancer<Web>, id: string): BackendStats {
-  const s = lb.stats().find((x) => x.id === id);
-  if (s === undefined) throw new Error(`no backend ${id}`);
-  return s;
-}
-
-const inFlight = (lb: Balancer<Web>): number => lb.stats().reduce((n, s) => n + s.inFlight, 0);
 const hits = (servers: readonly TestServer[]): number[] => servers.map((s) => s.hits);
 const sum = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0);
 

@@ -8,6 +8,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
+import { type BackendStats, type Balancer, type BalancerOptions, createBalancer } from '../../src/index.js';
 
 /** A request handler; `server` is the TestServer that received the request. */
 export type Handler = (req: IncomingMessage, res: ServerResponse, server: TestServer) => void;
@@ -303,3 +304,33 @@ export async function startServers(n: number, handler: Handler = echo, prefix = 
 export function startServer(name: string, handler: Handler = echo, options?: TestServerOptions): Promise<TestServer> {
   return new TestServer(name, handler, options).start();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Balancers over TestServers
+
+/** A backend of these tests: one per server, id = server name, url = server url. */
+export interface Web {
+  readonly id: string;
+  readonly url: string;
+  readonly weight?: number;
+}
+
+/** One backend per server, id = server name, url = server url. */
+export function backendsOf(servers: readonly TestServer[]): Web[] {
+  return servers.map((s) => ({ id: s.name, url: s.url }));
+}
+
+/** A balancer closed by `closeAll`. */
+export function balancer(options: BalancerOptions<Web>): Balancer<Web> {
+  return track(createBalancer<Web>(options));
+}
+
+/** The stats of one backend. */
+export function stat(lb: Balancer<Web>, id: string): BackendStats {
+  const s = lb.stats().find((x) => x.id === id);
+  if (s === undefined) throw new Error(`no backend ${id}`);
+  return s;
+}
+
+/** Requests in flight over the whole pool. */
+export const inFlight = (lb: Balancer<Web>): number => lb.stats().reduce((n, s) => n + s.inFlight, 0);

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { formatIssue, parseConfig } from '../../examples/proxy/src/config.js';
 import { displayIp, forwardedElement, requestHeaders, stripHopByHop } from '../../examples/proxy/src/headers.js';
 import { type ProxyHandle, startProxy } from '../../examples/proxy/src/main.js';
+import type { Stats } from './support/processes.js';
 import { type Answer, freeTcpPort, freeUdpPort, send, startBackend, type TestBackend, until } from './support-net.js';
 
 type LogEvent = Record<string, unknown> & { event: string };
@@ -636,22 +637,7 @@ describe('admin server', () => {
     expect(statuses.filter((s) => s === 500)).toHaveLength(2); // a backend's 5xx is relayed as is
     await until(() => totalInFlight(p) === 0, 'slots released');
 
-    const stats = JSON.parse((await send(`${p.handle.adminUrl}/stats.json`)).body) as {
-      name: string;
-      role: string;
-      token: number | null;
-      algorithm: string;
-      panicking: boolean;
-      backends: {
-        id: string;
-        url: string;
-        state: string;
-        weight: number;
-        requests: number;
-        errors: number;
-        inFlight: number;
-      }[];
-    };
+    const stats = JSON.parse((await send(`${p.handle.adminUrl}/stats.json`)).body) as Stats;
     expect(stats).toMatchObject({
       name: 'edge1',
       role: 'standalone',
