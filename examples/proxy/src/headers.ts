@@ -51,6 +51,21 @@ export function connectionTokens(raw: readonly string[]): Set<string> | null {
 }
 
 /**
+ * Whether `raw` has more than one Host header: RFC 9112 section 3.2 requires a 400, as the backend
+ * and this proxy could otherwise each act on a different one. Node's parser accepts the repeat.
+ */
+export function hasDuplicateHost(raw: readonly string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue;
+    if (seen) return true;
+    seen = true;
+  }
+  return false;
+}
+
+/**
  * `raw` without the hop-by-hop headers and without every header its Connection headers name.
  * With `keepUpgrade` (an upgrade request, or a 101 answer to one) the `Upgrade` header stays and
  * a single `Connection: upgrade` is written in place of the original Connection headers.
@@ -164,7 +179,8 @@ export function requestHeaders(raw: readonly string[], info: ForwardingInfo): st
       out.push(name, value);
       continue;
     }
-    if (HOP_BY_HOP.has(lower) || named?.has(lower)) continue;
+    // Host is the request's authority, never a connection option, whatever Connection names.
+    if (lower !== 'host' && (HOP_BY_HOP.has(lower) || named?.has(lower))) continue;
     if (lower === 'host') host = value;
     out.push(name, value);
   }

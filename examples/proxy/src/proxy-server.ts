@@ -28,7 +28,7 @@ import type { Duplex } from 'node:stream';
 import { type BackendSpec, type Balancer, isFairpickError, type PickContext, type Slot } from 'fairpick';
 import { type Dispatcher, Pool } from 'undici';
 import { authority, type BackendConfig, KEYED_ALGORITHMS, type ProxyConfig } from './config.js';
-import { displayIp, requestHeaders, responseHeaders, stripHopByHop } from './headers.js';
+import { displayIp, hasDuplicateHost, requestHeaders, responseHeaders, stripHopByHop } from './headers.js';
 import type { Logger } from './log.js';
 
 /** A backend as the balancer holds it: the configured fields plus its connection pool. */
@@ -175,6 +175,8 @@ class Exchange {
   status = 0;
   error: string | null = null;
   headers: string[] | null = null;
+  /** onClientClose ran: the exchange is over. */
+  over = false;
 
   constructor(
     readonly proxy: ProxyServer,
@@ -308,6 +310,13 @@ export class ProxyServer {
     const ex = new Exchange(this, req, res, displayIp(req.socket.remoteAddress ?? 'unknown'), hasBody);
     res.exchange = ex;
     res.on('close', onClientClose);
+    if (res.socket === null) {
+      // Pipelined behind another response: Node emits no 'close' for a response that never got
+      // its socket, so a client that goes away before then is seen on the request instead.
+      req.once('close', () => {
+        if (!ex.over && req.socket.destroyed) onClientClose.call(res);
+      });
+    }
     if (!this.accepting) res.shouldKeepAlive = false;
     if (!this.serving) {
       respondLocal(ex, 503, 'this proxy is the standby; try the active one');
@@ -678,6 +687,8 @@ function respondLocal(ex: Exchange, status: number, text: string): void {
 /** The end of every exchange: the response was written whole, or the connection went away. */
 function onClientClose(this: ServerResponse): void {
   const ex = carried(this);
+  if (ex.over) return;
+  ex.over = true;
   if (this.writableFinished) {
     // Released only now, when the response is complete: in-flight counts stay true for
     // least-connections and p2c, and a 5xx counts against the backend (passive ejection).
@@ -741,6 +752,12 @@ class Tunnel {
     this.socket.on('close', () => this.clientClosed());
     if (!this.proxy.serving) {
       this.replyLocal(503, 'this proxy is the standby; try the active one');
+      return;
+    }
+    if (hasDuplicateHost(this.req.rawHeaders)) {
+      // Node's http client would send both (undici refuses such a request on the other path).
+      this.error = 'bad-request';
+      this.replyLocal(400, 'the request has more than one Host header');
       return;
     }
     this.dispatch();
@@ -851,6 +868,12 @@ class Tunnel {
     this.releaseSlot(false);
     if (!isConnectFailure(failure)) this.onlyConnectFailures = false;
     this.error = `${failure}@${backend.id}`;
+    if (this.served) {
+      // A refusal is being relayed already (see refused): it can be cut short, never retried or
+      // followed by an answer of this proxy's own in the middle of its body.
+      this.socket.destroy();
+      return;
+    }
     if (isRetryable(failure) && !this.closed && this.proxy.mayRetry(this.req.method, this.attempts)) {
       this.tried ??= new Set();
       this.tried.add(backend.id);
