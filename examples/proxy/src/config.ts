@@ -65,6 +65,10 @@ export interface TimeoutsConfig {
   readonly responseMs: number;
   readonly drainMs: number;
   readonly keepAliveMs: number;
+  /** HAProxy's `timeout client`: inactivity of a client the proxy waits on (its body, or reading the response). */
+  readonly clientMs: number;
+  /** HAProxy's `timeout tunnel`: inactivity in both directions of an upgraded (WebSocket) connection. */
+  readonly tunnelMs: number;
 }
 
 export interface RetriesConfig {
@@ -285,7 +289,7 @@ const BACKEND_KEYS = ['id', 'url', 'weight', 'backup', 'maxInFlight'] as const;
 const HEALTH_KEYS = ['check', 'passive', 'slowStartMs', 'panicThreshold'] as const;
 const CHECK_KEYS = ['path', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'expectStatus'] as const;
 const PASSIVE_KEYS = ['consecutiveFailures', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent'] as const;
-const TIMEOUT_KEYS = ['connectMs', 'responseMs', 'drainMs', 'keepAliveMs'] as const;
+const TIMEOUT_KEYS = ['connectMs', 'responseMs', 'drainMs', 'keepAliveMs', 'clientMs', 'tunnelMs'] as const;
 const RETRY_KEYS = ['count', 'redispatch'] as const;
 const PAIR_KEYS = [
   'elector',
@@ -626,6 +630,8 @@ class Validator {
       responseMs: this.integer(t.responseMs, 'timeouts.responseMs', 30_000, 1, MAX_MS),
       drainMs: this.integer(t.drainMs, 'timeouts.drainMs', 10_000, 0, MAX_MS),
       keepAliveMs: this.integer(t.keepAliveMs, 'timeouts.keepAliveMs', 4000, 1, MAX_MS),
+      clientMs: this.integer(t.clientMs, 'timeouts.clientMs', 30_000, 1, MAX_MS),
+      tunnelMs: this.integer(t.tunnelMs, 'timeouts.tunnelMs', 3_600_000, 1, MAX_MS),
     };
   }
 

@@ -177,6 +177,12 @@ class Exchange {
   headers: string[] | null = null;
   /** onClientClose ran: the exchange is over. */
   over = false;
+  /** The request body is being read and has not ended: the exchange waits on the client to send it. */
+  bodyWait = false;
+  /** onClientTimeout listens on the response (added once, the first time `timeouts.clientMs` is armed). */
+  clientTimer = false;
+  /** The client was cut off by `timeouts.clientMs`. */
+  clientTimedOut = false;
 
   constructor(
     readonly proxy: ProxyServer,
@@ -209,6 +215,8 @@ export class ProxyServer {
   private idleWaiters: (() => void)[] = [];
   readonly connectMs: number;
   readonly responseMs: number;
+  readonly clientMs: number;
+  readonly tunnelMs: number;
   private readonly retries: number;
   private readonly redispatch: boolean;
   private readonly keyed: boolean;
@@ -221,6 +229,8 @@ export class ProxyServer {
   ) {
     this.connectMs = config.timeouts.connectMs;
     this.responseMs = config.timeouts.responseMs;
+    this.clientMs = config.timeouts.clientMs;
+    this.tunnelMs = config.timeouts.tunnelMs;
     this.retries = config.retries.count;
     this.redispatch = config.retries.redispatch;
     this.keyed = KEYED_ALGORITHMS.has(config.algorithm);
@@ -515,7 +525,18 @@ class Attempt implements Dispatcher.DispatchHandler {
     }
     this.abort = abort;
     ex.connected = true;
-    if (ex.hasBody) ex.bodyStarted = true;
+    if (ex.hasBody) {
+      ex.bodyStarted = true;
+      // undici now reads the client's body: from here until its end the exchange waits on the client.
+      if (!ex.bodyWait && !ex.req.complete) {
+        ex.bodyWait = true;
+        armClientTimeout(ex);
+        ex.req.once('end', () => {
+          ex.bodyWait = false;
+          disarmClientTimeout(ex);
+        });
+      }
+    }
   }
 
   /** Stops the backend's work when the client goes away; its connection is not reused. */
@@ -562,6 +583,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     if (!ex.waitingDrain) {
       ex.waitingDrain = true;
       res.once('drain', onClientDrain);
+      armClientTimeout(ex); // the client does not read: it has clientMs to make progress
     }
     return false;
   }
@@ -592,7 +614,7 @@ class Attempt implements Dispatcher.DispatchHandler {
       // The client went away in the middle of its request body; undici reports the truncated
       // body as this attempt's failure. Not the backend's fault: the exchange ends as 499.
       release(ex, undefined, 0);
-      ex.error = `client-aborted@${ex.backend?.id ?? '-'}`;
+      if (!ex.clientTimedOut) ex.error = `client-aborted@${ex.backend?.id ?? '-'}`;
       ex.res.destroy();
       return;
     }
@@ -620,7 +642,47 @@ function clientAborted(ex: Exchange): boolean {
 function onClientDrain(this: ServerResponse): void {
   const ex = carried(this);
   ex.waitingDrain = false;
+  disarmClientTimeout(ex);
   ex.resume?.();
+}
+
+/**
+ * HAProxy's `timeout client`, on the client's socket, armed only while the exchange waits on the
+ * client (its request body, or its reading of the response): Node's socket timer, which reads and
+ * write progress push back, so nothing is done per chunk. Between requests Node's own keep-alive
+ * timer uses the same socket timer; while the exchange waits on the backend, it is off.
+ */
+function armClientTimeout(ex: Exchange): void {
+  const socket = ex.res.socket;
+  if (socket === null) return;
+  if (!ex.clientTimer) {
+    ex.clientTimer = true;
+    // With a listener on the response, Node's server leaves the socket to it (see onClientTimeout).
+    ex.res.on('timeout', onClientTimeout);
+  }
+  socket.setTimeout(ex.proxy.clientMs);
+}
+
+/** Turns `timeout client` off once the exchange no longer waits on the client (never after the response finished: the socket's timer is Node's keep-alive timer then). */
+function disarmClientTimeout(ex: Exchange): void {
+  if (ex.bodyWait || ex.waitingDrain) return;
+  const socket = ex.res.socket;
+  if (socket !== null && !ex.res.writableFinished) socket.setTimeout(0);
+}
+
+/** The client's socket was inactive for `timeouts.clientMs` while armed. */
+function onClientTimeout(this: ServerResponse): void {
+  const ex = carried(this);
+  if (ex.over) return;
+  if (!ex.waitingDrain && !ex.bodyWait) return; // a late timer: the exchange waits on the backend now
+  if (!ex.waitingDrain && ex.req.readableLength > 0) {
+    // The client's body is there, unread: the backend is not taking it (not the client's fault).
+    this.socket?.setTimeout(ex.proxy.clientMs);
+    return;
+  }
+  ex.clientTimedOut = true;
+  ex.error = ex.backend === null ? 'client-timeout' : `client-timeout@${ex.backend.id}`;
+  this.destroy(); // onClientClose ends the exchange: the backend request is aborted, the slot released
 }
 
 /** An attempt failed before any response: retry elsewhere if that is safe, else answer 502/503/504. */
@@ -695,7 +757,7 @@ function onClientClose(this: ServerResponse): void {
     release(ex, ex.status < 500, ex.ttfbMs);
   } else {
     if (ex.error === null) ex.error = ex.backend === null ? 'client-aborted' : `client-aborted@${ex.backend.id}`;
-    if (ex.status === 0 || !ex.responded) ex.status = 499; // nginx's "client closed request"
+    if (ex.status === 0 || !ex.responded || ex.clientTimedOut) ex.status = 499; // nginx's "client closed request"
     const attempt = ex.attempt;
     ex.attempt = null;
     attempt?.cancel(); // stop the backend's work; a request still waiting for a connection is dropped when it gets one
@@ -750,6 +812,10 @@ class Tunnel {
     this.proxy.trackTunnel(this.socket, true);
     this.socket.on('error', () => this.socket.destroy());
     this.socket.on('close', () => this.clientClosed());
+    // Before the 101, `timeouts.clientMs` while the tunnel waits on the client; after it,
+    // `timeouts.tunnelMs` (see upgraded and timedOut). One timer per tunnel, Node's socket timer.
+    this.socket.setTimeout(this.proxy.clientMs);
+    this.socket.on('timeout', () => this.timedOut());
     if (!this.proxy.serving) {
       this.replyLocal(503, 'this proxy is the standby; try the active one');
       return;
@@ -836,7 +902,10 @@ class Tunnel {
     this.upstreamSocket = upstreamSocket;
     this.status = res.statusCode ?? 101;
     this.served = true;
-    upstreamSocket.setTimeout(0); // a tunnel may idle as long as both ends like
+    upstreamSocket.setTimeout(0); // the tunnel's inactivity is timed on the client's socket
+    // HAProxy's `timeout tunnel`: the client's socket timer is pushed back by bytes in both
+    // directions (it reads what goes up and writes what comes down), so it fires only when both are idle.
+    socket.setTimeout(this.proxy.tunnelMs);
     socket.write(rawHead(this.status, res.statusMessage, stripHopByHop(res.rawHeaders, true)));
     if (upstreamHead.length > 0) socket.write(upstreamHead);
     if (this.head.length > 0) upstreamSocket.write(this.head);
@@ -906,6 +975,28 @@ class Tunnel {
     ]);
     if (this.socket.writable) this.socket.end(head + body);
     else this.socket.destroy();
+  }
+
+  /** The client's socket timer fired: `timeouts.tunnelMs` once upgraded, `timeouts.clientMs` before. */
+  private timedOut(): void {
+    if (this.closed) return;
+    const socket = this.socket;
+    const upstreamSocket = this.upstreamSocket;
+    if (upstreamSocket !== null) {
+      // No byte either way for tunnelMs: both sides are closed.
+      this.error ??= `tunnel-timeout@${this.backend?.id ?? '-'}`;
+      upstreamSocket.destroy();
+      socket.destroy();
+      return;
+    }
+    // Waiting for the backend's answer (responseMs applies), or relaying a refusal that the client
+    // reads while the backend is slow: not the client's fault; the timer re-arms with the next byte.
+    if (!this.served && this.upstream !== null) return;
+    if (this.served && !socket.writableNeedDrain && !socket.writableEnded) return;
+    // An answer (a refusal relayed, or the proxy's own) waits on the client to read it and close.
+    this.status = 499;
+    this.error = this.backend === null ? 'client-timeout' : `client-timeout@${this.backend.id}`;
+    socket.destroy();
   }
 
   private releaseSlot(ok: boolean | undefined): void {
