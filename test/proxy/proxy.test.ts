@@ -2,56 +2,12 @@ import { createHash } from 'node:crypto';
 import { type IncomingMessage, request, type ServerResponse } from 'node:http';
 import { type AddressInfo, createServer as createNetServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { formatIssue, parseConfig } from '../../examples/proxy/src/config.js';
 import { displayIp, forwardedElement, requestHeaders, stripHopByHop } from '../../examples/proxy/src/headers.js';
-import { type ProxyHandle, startProxy } from '../../examples/proxy/src/main.js';
 import type { Stats } from './support/processes.js';
-import { type Answer, freeTcpPort, freeUdpPort, send, startBackend, type TestBackend, until } from './support-net.js';
+import { type Answer, freeTcpPort, freeUdpPort, send, until } from './support-net.js';
+import { backend, cleanups, closeAll, type LogEvent, proxy, type RunningProxy } from './support-proxy.js';
 
-type LogEvent = Record<string, unknown> & { event: string };
-
-interface RunningProxy {
-  readonly handle: ProxyHandle;
-  readonly events: LogEvent[];
-  readonly url: string;
-}
-
-const cleanups: (() => Promise<void>)[] = [];
-
-afterEach(async () => {
-  // Proxies were registered after their backends: closing in reverse order stops them first.
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function backend(
-  name: string,
-  handler?: (req: IncomingMessage, res: ServerResponse) => void,
-): Promise<TestBackend> {
-  const started = await startBackend(name, handler);
-  cleanups.push(() => started.close());
-  return started;
-}
-
-async function proxy(raw: Record<string, unknown>): Promise<RunningProxy> {
-  const result = parseConfig({
-    listen: '127.0.0.1:0',
-    admin: '127.0.0.1:0',
-    timeouts: { drainMs: 2000 },
-    log: { format: 'json' },
-    ...raw,
-  });
-  if (!result.ok) throw new Error(result.issues.map(formatIssue).join('\n'));
-  const events: LogEvent[] = [];
-  const handle = await startProxy(result.config, {
-    log: {
-      write: (chunk: string) => {
-        for (const line of chunk.split('\n')) if (line.length > 0) events.push(JSON.parse(line) as LogEvent);
-      },
-    },
-  });
-  cleanups.push(() => handle.close());
-  return { handle, events, url: handle.listenUrl ?? '' };
-}
+afterEach(closeAll);
 
 function accessLines(p: RunningProxy): LogEvent[] {
   return p.events.filter((e) => e.event === 'access');

@@ -4,57 +4,16 @@
  * Only outcomes are asserted (slot released, no failure charged, sockets closed, the access
  * line), never durations.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { formatIssue, parseConfig } from '../../examples/proxy/src/config.js';
-import { type ProxyHandle, startProxy } from '../../examples/proxy/src/main.js';
-import { send, startBackend, type TestBackend, until } from './support-net.js';
+import { send, type TestBackend, until } from './support-net.js';
+import { backend, cleanups, closeAll, type LogEvent, proxy, type RunningProxy } from './support-proxy.js';
 
-type LogEvent = Record<string, unknown> & { event: string };
+afterEach(closeAll);
 
-interface RunningProxy {
-  readonly handle: ProxyHandle;
-  readonly events: LogEvent[];
-  readonly url: string;
-  readonly port: number;
-}
-
-const cleanups: (() => Promise<void> | void)[] = [];
-
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
-
-async function backend(
-  name: string,
-  handler?: (req: IncomingMessage, res: ServerResponse) => void,
-): Promise<TestBackend> {
-  const started = await startBackend(name, handler);
-  cleanups.push(() => started.close());
-  return started;
-}
-
-async function proxy(web: TestBackend, timeouts: Record<string, number>): Promise<RunningProxy> {
-  const result = parseConfig({
-    listen: '127.0.0.1:0',
-    admin: '127.0.0.1:0',
-    backends: [{ id: 'web1', url: web.url }],
-    timeouts: { drainMs: 2000, ...timeouts },
-    log: { format: 'json' },
-  });
-  if (!result.ok) throw new Error(result.issues.map(formatIssue).join('\n'));
-  const events: LogEvent[] = [];
-  const handle = await startProxy(result.config, {
-    log: {
-      write: (chunk: string) => {
-        for (const line of chunk.split('\n')) if (line.length > 0) events.push(JSON.parse(line) as LogEvent);
-      },
-    },
-  });
-  cleanups.push(() => handle.close());
-  const url = handle.listenUrl ?? '';
-  return { handle, events, url, port: Number(new URL(url).port) };
+function proxyFor(web: TestBackend, timeouts: Record<string, number>): Promise<RunningProxy> {
+  return proxy({ backends: [{ id: 'web1', url: web.url }], timeouts });
 }
 
 /** The balancer's slots held, summed over the backends. */
@@ -131,7 +90,7 @@ describe('timeouts.clientMs (timeout client)', () => {
       res.on('drain', pump);
       pump();
     });
-    const p = await proxy(web1, { clientMs: 300 });
+    const p = await proxyFor(web1, { clientMs: 300 });
     const client = await rawClient(p.port);
     // The client never reads (read() is not called): its socket stays paused.
     client.socket.write('GET /big HTTP/1.1\r\nHost: test\r\n\r\n');
@@ -160,7 +119,7 @@ describe('timeouts.clientMs (timeout client)', () => {
       });
       req.on('end', () => res.end('thanks'));
     });
-    const p = await proxy(web1, { clientMs: 300 });
+    const p = await proxyFor(web1, { clientMs: 300 });
     const client = await rawClient(p.port);
     client.read();
     client.socket.write('POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n');
@@ -191,7 +150,7 @@ describe('timeouts.clientMs (timeout client)', () => {
       }, 100);
       res.on('close', () => clearInterval(timer));
     });
-    const p = await proxy(web1, { clientMs: 300 });
+    const p = await proxyFor(web1, { clientMs: 300 });
     const answer = await send(`${p.url}/slow`);
     expect(answer.status).toBe(200);
     expect(answer.body.length).toBe(15 * chunk.length);
@@ -206,7 +165,7 @@ describe('timeouts.clientMs (timeout client)', () => {
       req.resume();
       req.on('end', () => setTimeout(() => res.end('late'), 700));
     });
-    const p = await proxy(web1, { clientMs: 300 });
+    const p = await proxyFor(web1, { clientMs: 300 });
     const client = await rawClient(p.port);
     client.read();
     client.socket.write('POST /upload HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\n12345');
@@ -247,7 +206,7 @@ describe('timeouts.tunnelMs (timeout tunnel)', () => {
 
   it('closes both sides of a tunnel idle beyond tunnelMs', async () => {
     const { web1, closed } = await wsBackend();
-    const p = await proxy(web1, { tunnelMs: 300, clientMs: 100 });
+    const p = await proxyFor(web1, { tunnelMs: 300, clientMs: 100 });
     const client = await upgrade(p.port);
     client.socket.write('x');
     await until(() => client.received().endsWith('x'), 'the echo');
@@ -262,7 +221,7 @@ describe('timeouts.tunnelMs (timeout tunnel)', () => {
 
   it('keeps a tunnel open while bytes flow (one every 100 ms for 1 s, tunnelMs 300)', async () => {
     const { web1, closed } = await wsBackend();
-    const p = await proxy(web1, { tunnelMs: 300, clientMs: 100 });
+    const p = await proxyFor(web1, { tunnelMs: 300, clientMs: 100 });
     const client = await upgrade(p.port);
     const start = client.received().length;
     for (let i = 0; i < 10; i++) {
