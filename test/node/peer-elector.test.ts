@@ -3,24 +3,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Elector } from '../../src/index.js';
 import { isFairpickError } from '../../src/index.js';
 import { createPeerElector, type PeerElectorOptions } from '../../src/node/index.js';
+import { freeUdpPorts } from '../support/ports.js';
 
 const running: Elector[] = [];
 
 afterEach(async () => {
   await Promise.all(running.splice(0).map((e) => e.stop()));
 });
-
-/** Free UDP ports on 127.0.0.1 (bound to port 0, read, closed). */
-async function freePorts(n: number): Promise<number[]> {
-  const ports: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const socket = createSocket('udp4');
-    await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-    ports.push(socket.address().port);
-    await new Promise<void>((resolve) => socket.close(() => resolve()));
-  }
-  return ports;
-}
 
 /** Polls `condition` until it holds, failing after a generous deadline (no duration is asserted). */
 async function until(condition: () => boolean, what: string, deadlineMs = 10_000): Promise<void> {
@@ -42,7 +31,7 @@ function crash(elector: Elector): void {
 
 /** Electors for `priorities`, each knowing all the others as peers. */
 async function cluster(priorities: number[], extra: Partial<PeerElectorOptions>[] = []) {
-  const ports = await freePorts(priorities.length);
+  const ports = await freeUdpPorts(priorities.length);
   const make = (i: number) =>
     createPeerElector({
       name: 'pair',

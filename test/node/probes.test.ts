@@ -1,8 +1,9 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
-import { createServer as createTcpServer, type Socket, type Server as TcpServer } from 'node:net';
+import { type Socket, type Server as TcpServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isFairpickError } from '../../src/index.js';
 import { httpProbe, tcpProbe } from '../../src/node/index.js';
+import { freeTcpPort } from '../support/ports.js';
 
 const servers: Array<Server | TcpServer> = [];
 const sockets = new Set<Socket>();
@@ -28,15 +29,6 @@ async function http(handler: Parameters<typeof createHttpServer>[1]): Promise<st
 }
 
 /** A loopback port nothing listens on (bound, read, closed). */
-async function closedPort(): Promise<number> {
-  const server = createTcpServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  await new Promise((resolve) => server.close(resolve));
-  return address.port;
-}
-
 /** TCP sockets and pending connects Node holds open, to check that a probe leaks nothing. */
 function openSockets(): number {
   return process.getActiveResourcesInfo().filter((r) => r === 'TCPSocketWrap' || r === 'TCPConnectWrap').length;
@@ -114,7 +106,7 @@ describe('httpProbe against real servers', () => {
   });
 
   it('a refused connection is unhealthy', async () => {
-    const port = await closedPort();
+    const port = await freeTcpPort();
     expect(await httpProbe()({ url: `http://127.0.0.1:${port}` }, new AbortController().signal)).toBe(false);
   });
 
@@ -165,7 +157,7 @@ describe('tcpProbe against real servers', () => {
   });
 
   it('unhealthy when refused', async () => {
-    const port = await closedPort();
+    const port = await freeTcpPort();
     expect(await tcpProbe()({ host: '127.0.0.1', port }, new AbortController().signal)).toBe(false);
   });
 

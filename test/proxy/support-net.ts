@@ -2,9 +2,8 @@
  * Helpers for the proxy tests: real `node:http` backends on loopback port 0, a plain HTTP client
  * without connection pooling, free ports, and polling for a condition (no fixed sleeps).
  */
-import { createSocket } from 'node:dgram';
 import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
-import { createServer as createTcpServer, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 
 export interface TestBackend {
   readonly name: string;
@@ -53,22 +52,7 @@ export async function startBackend(name: string, handler: Handler = helloHandler
   };
 }
 
-/** A loopback TCP port nobody listens on (bound and released): connecting to it is refused. */
-export async function freeTcpPort(): Promise<number> {
-  const server = createTcpServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-export async function freeUdpPort(): Promise<number> {
-  const socket = createSocket('udp4');
-  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
-  const port = socket.address().port;
-  await new Promise<void>((resolve) => socket.close(() => resolve()));
-  return port;
-}
+export { freeTcpPort, freeUdpPort } from '../support/ports.js';
 
 export interface Answer {
   readonly status: number;

@@ -4,10 +4,9 @@
  * and a registry that makes sure no process outlives its test.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createSocket } from 'node:dgram';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { type Agent, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -40,48 +39,7 @@ export async function until(
 // ---------------------------------------------------------------------------------------------
 // Ports
 
-/** `n` distinct free TCP ports on 127.0.0.1 (each bound to port 0, read, then closed). */
-export async function freeTcpPorts(n: number): Promise<number[]> {
-  const servers = [];
-  const ports: number[] = [];
-  // Hold every server open until all are bound, so the same port is not handed out twice.
-  for (let i = 0; i < n; i++) {
-    const server = createServer();
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(0, '127.0.0.1', resolve);
-    });
-    const address = server.address();
-    if (address === null || typeof address === 'string') throw new Error('no TCP address');
-    ports.push(address.port);
-    servers.push(server);
-  }
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
-}
-
-export async function freeTcpPort(): Promise<number> {
-  const [port] = await freeTcpPorts(1);
-  if (port === undefined) throw new Error('no port');
-  return port;
-}
-
-/** `n` distinct free UDP ports on 127.0.0.1. */
-export async function freeUdpPorts(n: number): Promise<number[]> {
-  const sockets = [];
-  const ports: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const socket = createSocket('udp4');
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', reject);
-      socket.bind(0, '127.0.0.1', resolve);
-    });
-    ports.push(socket.address().port);
-    sockets.push(socket);
-  }
-  await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
-}
+export { freeTcpPort, freeTcpPorts, freeUdpPorts } from '../../support/ports.js';
 
 /** Whether a TCP connection to 127.0.0.1:port is accepted. */
 export function canConnect(port: number, host = '127.0.0.1'): Promise<boolean> {
