@@ -173,16 +173,25 @@ export function balancedFetch<B extends UrlBackend>(lb: Balancer<B>, options?: B
         continue;
       }
       attemptSignal?.headersArrived();
-      const result = { ok: !policy.isFailure(response.status), latencyMs: Math.max(0, now() - started) };
-      if (policy.retryOn.has(response.status)) {
-        const next = retrySlot(slot, attempt);
-        if (next !== null) {
-          slot.release(result);
-          attemptSignal?.dispose();
-          response.body?.cancel().catch(() => {});
-          slot = next;
-          continue;
-        }
+      let result: { ok: boolean; latencyMs: number };
+      let next: Slot<B> | null = null;
+      try {
+        result = { ok: !policy.isFailure(response.status), latencyMs: Math.max(0, now() - started) };
+        if (policy.retryOn.has(response.status)) next = retrySlot(slot, attempt);
+      } catch (error) {
+        // The caller's failureStatuses predicate (or picker) threw: the request fails with that
+        // error, and the backend is neither blamed nor credited.
+        slot.release();
+        attemptSignal?.dispose();
+        response.body?.cancel().catch(() => {});
+        throw error;
+      }
+      if (next !== null) {
+        slot.release(result);
+        attemptSignal?.dispose();
+        response.body?.cancel().catch(() => {});
+        slot = next;
+        continue;
       }
       return tracked(response, slot, result, attemptSignal, attemptSignal?.signal ?? signal);
     }

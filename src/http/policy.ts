@@ -36,6 +36,8 @@ export interface RetryOptions {
   readonly retryBudget?: RetryBudgetOptions | false;
   /**
    * Response statuses that count as a backend failure (passive health, `failures` in stats).
+   * A predicate that throws fails the request with its error; the backend is neither blamed nor
+   * credited.
    * @defaultValue every 5xx status
    */
   readonly failureStatuses?: readonly number[] | ((status: number) => boolean);

@@ -30,6 +30,8 @@ export interface BalancedAgentExtras {
   readonly clientIp?: (request: ClientRequest) => string | undefined;
   /**
    * Response statuses that count as a backend failure (passive health, `failures` in stats).
+   * A predicate that throws fails the request with its error; the backend is neither blamed nor
+   * credited.
    * @defaultValue every 5xx status
    */
   readonly failureStatuses?: readonly number[] | ((status: number) => boolean);
@@ -218,14 +220,25 @@ function namesPlaceholder(header: unknown, placeholder: string): boolean {
 function track(settings: Settings, req: ClientRequest, slot: { release(result?: ReleaseResult): boolean }): void {
   const started = settings.now();
   let result: ReleaseResult = {};
+  let predicateError: unknown = null;
   req.once('response', (res: IncomingMessage) => {
-    result = { ok: !settings.isFailure(res.statusCode ?? 0), latencyMs: Math.max(0, settings.now() - started) };
+    let failure: boolean;
+    try {
+      failure = settings.isFailure(res.statusCode ?? 0);
+    } catch (error) {
+      // The caller's failureStatuses threw: the request fails with that error, and the backend
+      // is neither blamed nor credited.
+      predicateError = error;
+      req.destroy(error as Error);
+      return;
+    }
+    result = { ok: !failure, latencyMs: Math.max(0, settings.now() - started) };
   });
   req.once('error', (error: Error & { code?: string }) => {
     // An abort through the request's signal (or a client's cancellation, as axios's
     // `ERR_CANCELED`) is the caller's decision, not the backend's failure.
-    if (result.ok === undefined && error.code !== 'ABORT_ERR' && error.code !== 'ERR_CANCELED')
-      result = { ok: false, latencyMs: Math.max(0, settings.now() - started) };
+    const callers = error === predicateError || error.code === 'ABORT_ERR' || error.code === 'ERR_CANCELED';
+    if (result.ok === undefined && !callers) result = { ok: false, latencyMs: Math.max(0, settings.now() - started) };
     // This listener must not make an unhandled 'error' silent: with no other listener, throw as
     // emit('error') would have.
     if (req.listenerCount('error') === 0) throw error;

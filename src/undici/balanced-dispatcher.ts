@@ -460,17 +460,26 @@ class BalancedRequest<B extends UrlBackend> {
   /** The response headers of an attempt (final status). */
   headers(attempt: Attempt<B>, statusCode: number, headers: Buffer[], resume: () => void, text: string): boolean {
     const policy = this.owner.policy;
-    attempt.result = { ok: !policy.isFailure(statusCode), latencyMs: attempt.elapsed() };
-    if (policy.retryOn.has(statusCode)) {
-      const next = this.nextSlot(attempt.slot);
-      if (next !== null) {
-        // Retry on `next` now, and read this response to its end in the background (keeping its
-        // connection): a slow or endless body must not hold the retry back.
-        attempt.slot.release(attempt.result);
-        attempt.discarding = true;
-        this.retry(next);
-        return true;
-      }
+    let next: Slot<B> | null = null;
+    try {
+      attempt.result = { ok: !policy.isFailure(statusCode), latencyMs: attempt.elapsed() };
+      if (policy.retryOn.has(statusCode)) next = this.nextSlot(attempt.slot);
+    } catch (err) {
+      // The caller's failureStatuses predicate (or picker) threw: the request fails with that
+      // error, the backend is neither blamed nor credited, and the unread response is dropped.
+      attempt.abandon(err as Error);
+      attempt.slot.release();
+      this.fail(err as Error);
+      attempt.abort?.(err as Error);
+      return false;
+    }
+    if (next !== null) {
+      // Retry on `next` now, and read this response to its end in the background (keeping its
+      // connection): a slow or endless body must not hold the retry back.
+      attempt.slot.release(attempt.result);
+      attempt.discarding = true;
+      this.retry(next);
+      return true;
     }
     attempt.forwarding = true;
     return this.caller.onHeaders?.(statusCode, headers, resume, text) ?? true;

@@ -139,3 +139,46 @@ describe('BalancedDispatcher', () => {
     expect(stat(lb, 's1')).toMatchObject({ inFlight: 0, successes: 1, failures: 0 });
   });
 });
+
+describe('a failureStatuses predicate that throws', () => {
+  // A user's predicate with a bug: the request fails with its error, and no slot stays in flight
+  // (before, the slot leaked and least-connections saw a phantom request for ever).
+  const broken = (): boolean => {
+    throw new Error('predicate bug');
+  };
+
+  it('balancedFetch rejects with the error and releases the slot', async () => {
+    const [s] = (await startServers(1)) as [TestServer];
+    const lb = balancer([s]);
+    const f = balancedFetch(lb, { failureStatuses: broken });
+    await expect(f('/x')).rejects.toThrow('predicate bug');
+    await waitFor(() => inFlight(lb) === 0, { message: 'the slot released' });
+    expect(stat(lb, 's0')).toMatchObject({ failures: 0, successes: 0 });
+  });
+
+  it('BalancedDispatcher fails the request with the error and releases the slot', async () => {
+    const [s] = (await startServers(1)) as [TestServer];
+    const lb = balancer([s]);
+    const d = track(new BalancedDispatcher(lb, { failureStatuses: broken }));
+    await expect(request('http://fairpick/x', { dispatcher: d })).rejects.toThrow('predicate bug');
+    await waitFor(() => inFlight(lb) === 0, { message: 'the slot released' });
+    expect(stat(lb, 's0')).toMatchObject({ failures: 0, successes: 0 });
+  });
+
+  it('createBalancedAgent emits the error on the request and releases the slot', async () => {
+    const [s] = (await startServers(1)) as [TestServer];
+    const lb = balancer([s]);
+    const agent = track(createBalancedAgent(lb, { failureStatuses: broken }));
+    const error = await new Promise<unknown>((resolve) => {
+      const req = http.request('http://fairpick/x', { agent }, (res) => {
+        res.resume();
+        res.on('end', () => resolve('no error'));
+      });
+      req.on('error', resolve);
+      req.end();
+    });
+    expect(error).toMatchObject({ message: 'predicate bug' });
+    await waitFor(() => inFlight(lb) === 0, { message: 'the slot released' });
+    expect(stat(lb, 's0')).toMatchObject({ failures: 0, successes: 0 });
+  });
+});

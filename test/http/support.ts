@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { type BackendStats, type Balancer, type BalancerOptions, createBalancer } from '../../src/index.js';
+import { freeTcpPort } from '../support/ports.js';
 
 /** A request handler; `server` is the TestServer that received the request. */
 export type Handler = (req: IncomingMessage, res: ServerResponse, server: TestServer) => void;
@@ -231,9 +232,14 @@ export class TestServer {
     return this.server !== undefined;
   }
 
-  /** Listens on port 0 the first time, then on the same port. Resolves once listening. */
+  /**
+   * Listens on a free port the first time, then on the same port. Resolves once listening. The
+   * port comes from `freeTcpPort` rather than port 0, so that no other test's connection can take
+   * it from the kernel's ephemeral range while the server is stopped between restarts.
+   */
   async start(): Promise<this> {
     if (this.server !== undefined) return this;
+    if (this.port === 0) this.port = await freeTcpPort();
     const listener = (req: IncomingMessage, res: ServerResponse) => {
       const socket = req.socket;
       if (!this.watched.has(socket)) {

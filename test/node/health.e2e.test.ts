@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import { afterEach, expect, it } from 'vitest';
 import { type Balancer, createBalancer, type HealthEvent } from '../../src/index.js';
 import { httpProbe } from '../../src/node/index.js';
+import { freeTcpPort } from '../support/ports.js';
 
 interface Web {
   readonly id: string;
@@ -21,6 +22,8 @@ class WebServer {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
     });
+    // A port of its own rather than port 0: nothing else may take it while the server is stopped.
+    if (this.port === 0) this.port = await freeTcpPort();
     await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
     const address = server.address();
     if (address === null || typeof address === 'string') throw new Error('no port');

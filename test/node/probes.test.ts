@@ -1,5 +1,5 @@
 import { createServer as createHttpServer, type Server } from 'node:http';
-import { type Socket, type Server as TcpServer } from 'node:net';
+import type { Socket, Server as TcpServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isFairpickError } from '../../src/index.js';
 import { httpProbe, tcpProbe } from '../../src/node/index.js';

@@ -10,6 +10,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { freeTcpPort } from '../../support/ports.js';
 
 /** The repository root (the proxy and the web server run with it as their working directory). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -295,10 +296,11 @@ export interface WebServer {
 }
 
 /**
- * Starts a demo web server and waits for its `listening` line. `port` 0 lets it pick one (the URL is
- * read from the line); pass a port to restart a server on the port it had.
+ * Starts a demo web server and waits for its `listening` line, on a free port (from `freeTcpPort`,
+ * which nothing else takes while the server is down), or on `port` to restart it on the one it had.
  */
 export async function startWebServer(registry: ProcessRegistry, name: string, port = 0): Promise<WebServer> {
+  if (port === 0) port = await freeTcpPort();
   const proc = spawnNode(registry, name, WEBSERVER_SCRIPT, ['--name', name, '--listen', `127.0.0.1:${port}`]);
   const line = await proc.waitForEvent('listening');
   const url = String(line.url);
