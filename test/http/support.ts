@@ -9,6 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import { type BackendStats, type Balancer, type BalancerOptions, createBalancer } from '../../src/index.js';
+import { expectNoOpenHandles } from '../support/handles.js';
 import { freeTcpPort } from '../support/ports.js';
 
 /** A request handler; `server` is the TestServer that received the request. */
@@ -72,6 +73,7 @@ export async function closeAll(): Promise<void> {
     }
   }
   if (errors.length > 0) throw new AggregateError(errors, 'cleanup failed');
+  await expectNoOpenHandles();
 }
 
 // ---------------------------------------------------------------------------------------------

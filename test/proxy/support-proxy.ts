@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { formatIssue, parseConfig } from '../../examples/proxy/src/config.js';
 import { type ProxyHandle, startProxy } from '../../examples/proxy/src/main.js';
+import { expectNoOpenHandles } from '../support/handles.js';
 import { startBackend, type TestBackend } from './support-net.js';
 
 /** One line of the proxy's JSON log. */
@@ -28,6 +29,7 @@ export const cleanups: (() => Promise<void> | void)[] = [];
 /** Closes everything registered since the last call; for `afterEach`. */
 export async function closeAll(): Promise<void> {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  await expectNoOpenHandles();
 }
 
 /** A real backend, closed by `closeAll`. */
