@@ -153,7 +153,7 @@ async function main(): Promise<void> {
     ...webs.map((web) => ({ what: `${web.name} (${web.id})`, address: web.address, udp: false })),
     ...configs.flatMap((c) => [
       { what: `${c.name} admin`, address: c.admin, udp: false },
-      ...(c.pair === null ? [] : [{ what: `${c.name} elector (UDP)`, address: c.pair.bind, udp: true }]),
+      ...(c.pair?.elector !== 'peer' ? [] : [{ what: `${c.name} elector (UDP)`, address: c.pair.bind, udp: true }]),
     ]),
     { what: 'the service address', address: (configs[0] as ProxyConfig).listen, udp: false },
   ];

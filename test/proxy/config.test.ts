@@ -277,11 +277,61 @@ const BAD: readonly [string, (raw: Raw) => Raw, string, string, string][] = [
     'an integer from 1 to 254',
   ],
   [
-    'unsupported elector',
-    (r) => ({ ...r, pair: { ...pairFields, elector: 'redis' } }),
+    'unknown elector',
+    (r) => ({ ...r, pair: { ...pairFields, elector: 'zookeeper' } }),
     'pair.elector',
-    '"redis"',
-    '"peer"',
+    '"zookeeper"',
+    'one of "peer", "redis", "postgres"',
+  ],
+  ['redis pair without url', (r) => ({ ...r, pair: { elector: 'redis' } }), 'pair.url', 'nothing', 'a redis:// or'],
+  [
+    'redis pair with a postgres url',
+    (r) => ({ ...r, pair: { elector: 'redis', url: 'postgres://127.0.0.1/db' } }),
+    'pair.url',
+    '"postgres://127.0.0.1/db"',
+    'a redis:// or rediss:// URL',
+  ],
+  [
+    'a store url keeps its password out of the message',
+    (r) => ({ ...r, pair: { elector: 'postgres', url: 'mysql://app:hunter2@db:3306/x' } }),
+    'pair.url',
+    '"mysql://app:***@db:3306/x"',
+    'a postgres:// or postgresql:// URL',
+  ],
+  [
+    'a peer field on a store pair',
+    (r) => ({ ...r, pair: { elector: 'redis', url: 'redis://127.0.0.1:6379', bind: '127.0.0.1:7001' } }),
+    'pair.bind',
+    '"127.0.0.1:7001"',
+    'is a field of the "peer" elector, not of "redis"',
+  ],
+  [
+    'a redis field on a postgres pair',
+    (r) => ({ ...r, pair: { elector: 'postgres', url: 'postgres://127.0.0.1/db', prefix: 'x:' } }),
+    'pair.prefix',
+    '"x:"',
+    'is a field of the "redis" elector, not of "postgres"',
+  ],
+  [
+    'a store field on a peer pair',
+    (r) => ({ ...r, pair: { ...pairFields, leaseMs: 3000 } }),
+    'pair.leaseMs',
+    '3000',
+    'is a field of the "redis" and "postgres" elector, not of "peer"',
+  ],
+  [
+    'renewal not below the lease',
+    (r) => ({ ...r, pair: { elector: 'redis', url: 'redis://127.0.0.1:6379', leaseMs: 1000, renewMs: 1000 } }),
+    'pair.renewMs',
+    '1000',
+    'below pair.leaseMs (1000)',
+  ],
+  [
+    'bad lease table',
+    (r) => ({ ...r, pair: { elector: 'postgres', url: 'postgres://127.0.0.1/db', table: 'leases; drop table x' } }),
+    'pair.table',
+    '"leases; drop table x"',
+    'a table name',
   ],
   ['empty hook', (r) => ({ ...r, pair: { ...pairFields, onElected: '' } }), 'pair.onElected', '""', 'a shell command'],
   ['bad log format', (r) => ({ ...r, log: { format: 'xml' } }), 'log.format', '"xml"', 'one of "text", "json"'],
@@ -481,6 +531,49 @@ describe('config validation', () => {
       log: { format: 'json', access: false },
     };
     expect(parseConfig(raw)).toEqual({ ok: true, config: expected });
+  });
+
+  it('reads a store-backed pair, with the defaults of createElector', () => {
+    const redis = parseConfig({ ...base(), pair: { elector: 'redis', url: 'redis://10.0.0.5:6379/2' } });
+    expect(redis.ok && redis.config.pair).toEqual({
+      elector: 'redis',
+      url: 'redis://10.0.0.5:6379/2',
+      lease: 'fairpick-proxy',
+      leaseMs: 3000,
+      renewMs: 1000,
+      prefix: null,
+      table: null,
+      priority: 100,
+      preempt: true,
+      standby: 'refuse',
+      onElected: null,
+      onDemoted: null,
+    });
+    const pg = parseConfig({
+      ...base(),
+      pair: {
+        elector: 'postgres',
+        url: 'postgresql://proxy@db.internal:5432/ha',
+        lease: 'edge-pair',
+        leaseMs: 6000,
+        renewMs: 1500,
+        table: 'ha.leases',
+        priority: 150,
+        preempt: false,
+        standby: '503',
+      },
+    });
+    expect(pg.ok && pg.config.pair).toMatchObject({
+      elector: 'postgres',
+      lease: 'edge-pair',
+      leaseMs: 6000,
+      renewMs: 1500,
+      table: 'ha.leases',
+      prefix: null,
+      priority: 150,
+      preempt: false,
+      standby: '503',
+    });
   });
 
   it('turns passive ejection off with false and accepts port 0 without a pair', () => {

@@ -76,18 +76,43 @@ export interface RetriesConfig {
   readonly redispatch: boolean;
 }
 
-export interface PairConfig {
-  readonly elector: 'peer';
-  readonly bind: Address;
-  readonly peers: readonly Address[];
+/** What every kind of pair has. */
+interface PairBase {
   readonly priority: number;
   readonly preempt: boolean;
-  readonly advertMs: number;
   readonly standby: 'refuse' | '503';
   readonly onElected: string | null;
   readonly onDemoted: string | null;
+}
+
+/** A pair that elects over UDP adverts (keepalived's VRRP): no shared service needed. */
+export interface PeerPairConfig extends PairBase {
+  readonly elector: 'peer';
+  readonly bind: Address;
+  readonly peers: readonly Address[];
+  readonly advertMs: number;
   readonly secret: string | null;
 }
+
+/**
+ * A pair that elects through a lease in Redis or PostgreSQL: no split brain when the nodes cannot
+ * hear each other, only the node that holds the lease leads.
+ */
+export interface StorePairConfig extends PairBase {
+  readonly elector: 'redis' | 'postgres';
+  /** `redis://` / `rediss://`, or `postgres://` / `postgresql://`. */
+  readonly url: string;
+  /** The lease's name: the proxies campaigning for it form the pair. */
+  readonly lease: string;
+  readonly leaseMs: number;
+  readonly renewMs: number;
+  /** Redis: the key prefix (`null`: the store's default). */
+  readonly prefix: string | null;
+  /** PostgreSQL: the lease table (`null`: the store's default), created when missing. */
+  readonly table: string | null;
+}
+
+export type PairConfig = PeerPairConfig | StorePairConfig;
 
 export interface LogConfig {
   readonly format: 'text' | 'json';
@@ -291,18 +316,16 @@ const CHECK_KEYS = ['path', 'intervalMs', 'timeoutMs', 'rise', 'fall', 'expectSt
 const PASSIVE_KEYS = ['consecutiveFailures', 'baseEjectionMs', 'maxEjectionMs', 'maxEjectedPercent'] as const;
 const TIMEOUT_KEYS = ['connectMs', 'responseMs', 'drainMs', 'keepAliveMs', 'clientMs', 'tunnelMs'] as const;
 const RETRY_KEYS = ['count', 'redispatch'] as const;
-const PAIR_KEYS = [
-  'elector',
-  'bind',
-  'peers',
-  'priority',
-  'preempt',
-  'advertMs',
-  'standby',
-  'onElected',
-  'onDemoted',
-  'secret',
-] as const;
+const PAIR_COMMON_KEYS = ['elector', 'priority', 'preempt', 'standby', 'onElected', 'onDemoted'] as const;
+/** The fields each elector takes besides the common ones. */
+const PAIR_ELECTOR_KEYS = {
+  peer: ['bind', 'peers', 'advertMs', 'secret'],
+  redis: ['url', 'lease', 'leaseMs', 'renewMs', 'prefix'],
+  postgres: ['url', 'lease', 'leaseMs', 'renewMs', 'table'],
+} as const;
+const PAIR_KEYS: readonly string[] = [...new Set([...PAIR_COMMON_KEYS, ...Object.values(PAIR_ELECTOR_KEYS).flat()])];
+/** The lease a store-backed pair campaigns for, unless `pair.lease` names another. */
+export const DEFAULT_LEASE = 'fairpick-proxy';
 const LOG_KEYS = ['format', 'access'] as const;
 
 /** Collects issues while it reads; each reader returns a usable value (a default) even after an issue. */
@@ -647,9 +670,30 @@ class Validator {
   pair(value: unknown): PairConfig | null {
     const o = this.object(value, 'pair', PAIR_KEYS, 'the active/passive pair');
     if (o === undefined) return null;
-    if (o.elector !== undefined && o.elector !== 'peer') {
-      this.fail('pair.elector', o.elector, '"peer" (the UDP peer elector; this example supports no other)');
+    const elector = this.oneOf(o.elector, 'pair.elector', ['peer', 'redis', 'postgres'] as const, 'peer');
+    const own: readonly string[] = PAIR_ELECTOR_KEYS[elector];
+    for (const key of Object.keys(o)) {
+      if ((PAIR_COMMON_KEYS as readonly string[]).includes(key) || own.includes(key)) continue;
+      if (!PAIR_KEYS.includes(key)) continue; // reported above as unknown
+      const owners = Object.entries(PAIR_ELECTOR_KEYS)
+        .filter(([, keys]) => (keys as readonly string[]).includes(key))
+        .map(([name]) => `"${name}"`);
+      this.issues.push({
+        path: `pair.${key}`,
+        message: `is a field of the ${owners.join(' and ')} elector, not of "${elector}"; received ${describe(o[key])}`,
+      });
     }
+    const base: PairBase = {
+      priority: this.integer(o.priority, 'pair.priority', 100, 1, 254),
+      preempt: this.boolean(o.preempt, 'pair.preempt', true),
+      standby: this.oneOf(o.standby, 'pair.standby', ['refuse', '503'] as const, 'refuse'),
+      onElected: this.string(o.onElected, 'pair.onElected', 'a shell command (a non-empty string)'),
+      onDemoted: this.string(o.onDemoted, 'pair.onDemoted', 'a shell command (a non-empty string)'),
+    };
+    return elector === 'peer' ? this.peerPair(o, base) : this.storePair(o, elector, base);
+  }
+
+  private peerPair(o: Json, base: PairBase): PeerPairConfig {
     if (o.bind === undefined) {
       this.fail('pair.bind', undefined, 'the UDP address this node hears its peers on, "host:port" (required)');
     }
@@ -668,15 +712,49 @@ class Validator {
     }
     return {
       elector: 'peer',
+      ...base,
       bind,
       peers,
-      priority: this.integer(o.priority, 'pair.priority', 100, 1, 254),
-      preempt: this.boolean(o.preempt, 'pair.preempt', true),
       advertMs: this.integer(o.advertMs, 'pair.advertMs', 1000, 10, 60_000),
-      standby: this.oneOf(o.standby, 'pair.standby', ['refuse', '503'] as const, 'refuse'),
-      onElected: this.string(o.onElected, 'pair.onElected', 'a shell command (a non-empty string)'),
-      onDemoted: this.string(o.onDemoted, 'pair.onDemoted', 'a shell command (a non-empty string)'),
       secret: this.string(o.secret, 'pair.secret', 'a non-empty string shared by the pair'),
+    };
+  }
+
+  private storePair(o: Json, elector: 'redis' | 'postgres', base: PairBase): StorePairConfig {
+    const schemes = elector === 'redis' ? ['redis:', 'rediss:'] : ['postgres:', 'postgresql:'];
+    const example = elector === 'redis' ? 'redis://127.0.0.1:6379' : 'postgres://user@127.0.0.1:5432/db';
+    const expected = `a ${schemes.map((s) => `${s}//`).join(' or ')} URL, e.g. "${example}" (required)`;
+    let url = '';
+    const parsed = typeof o.url === 'string' ? parseUrl(o.url) : null;
+    if (parsed === null || !schemes.includes(parsed.protocol) || parsed.hostname === '') {
+      this.fail('pair.url', typeof o.url === 'string' ? redactPassword(o.url) : o.url, expected);
+    } else {
+      url = o.url as string;
+    }
+    const leaseMs = this.integer(o.leaseMs, 'pair.leaseMs', 3000, 100, 600_000);
+    const renewDefault = Math.max(10, Math.floor(leaseMs / 3));
+    const renewMs = this.integer(o.renewMs, 'pair.renewMs', renewDefault, 10, 600_000);
+    if (o.renewMs !== undefined && renewMs >= leaseMs) {
+      this.fail('pair.renewMs', o.renewMs, `below pair.leaseMs (${leaseMs}), so a lease is renewed before it expires`);
+    }
+    const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/;
+    const table = this.string(o.table, 'pair.table', 'a table name (letters, digits, _; optionally "schema.table")');
+    if (table !== null && !identifier.test(table)) {
+      this.fail(
+        'pair.table',
+        o.table,
+        'a table name (letters, digits, _, not starting with a digit; optionally "schema.table")',
+      );
+    }
+    return {
+      elector,
+      ...base,
+      url,
+      lease: this.string(o.lease, 'pair.lease', 'a lease name (a non-empty string)') ?? DEFAULT_LEASE,
+      leaseMs,
+      renewMs,
+      prefix: this.string(o.prefix, 'pair.prefix', 'a key prefix (a non-empty string)'),
+      table,
     };
   }
 
@@ -688,6 +766,22 @@ class Validator {
       access: this.boolean(l.access, 'log.access', true),
     };
   }
+}
+
+function parseUrl(text: string): URL | null {
+  try {
+    return new URL(text);
+  } catch {
+    return null;
+  }
+}
+
+/** A URL with its password (if any) replaced by `***`, for messages and logs. */
+export function redactPassword(text: string): string {
+  const url = parseUrl(text);
+  if (url === null || url.password === '') return text;
+  url.password = '***';
+  return url.href;
 }
 
 /** Parses `host:port` or `[v6]:port`; `undefined` when it is neither. */

@@ -133,6 +133,7 @@ export async function startProxy(config: ProxyConfig, options: StartOptions = {}
       try {
         await pair.start();
       } catch (error) {
+        if (config.pair.elector !== 'peer') throw error; // its client package is missing
         throw new Error(`cannot bind the pair's UDP address ${authority(config.pair.bind)}: ${errorText(error)}`);
       }
     }

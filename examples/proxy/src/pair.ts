@@ -1,13 +1,18 @@
 /**
- * The active/passive pair, as keepalived runs it for two HAProxy nodes: a UDP peer elector
- * (VRRP-like adverts, `fairpick/node`) makes one node the leader; only the leader serves. On each
- * transition the configured hook runs (keepalived's `notify_master` / `notify_backup`) with the
- * role and the fencing token in its environment, e.g. to move a virtual IP.
+ * The active/passive pair, as keepalived runs it for two HAProxy nodes: an elector makes one node
+ * the leader; only the leader serves. On each transition the configured hook runs (keepalived's
+ * `notify_master` / `notify_backup`) with the role and the fencing token in its environment, e.g.
+ * to move a virtual IP.
+ *
+ * The elector is the UDP peer elector (VRRP-like adverts, `fairpick/node`; nothing else to run),
+ * or `createElector` over a lease in Redis (`fairpick/redis`, with ioredis) or PostgreSQL
+ * (`fairpick/postgres`, with pg), which cannot elect two leaders when the nodes lose sight of each
+ * other. The client packages are loaded only when the config asks for them.
  */
 import { spawn } from 'node:child_process';
-import type { Elector } from 'fairpick';
+import { createElector, type Elector } from 'fairpick';
 import { createPeerElector } from 'fairpick/node';
-import type { PairConfig } from './config.js';
+import { type PairConfig, type PeerPairConfig, redactPassword, type StorePairConfig } from './config.js';
 import type { Logger } from './log.js';
 
 /** The UDP election group: adverts for another name are ignored. */
@@ -26,8 +31,21 @@ const HOOK_TIMEOUT_MS = 30_000;
 /** Hook output kept for the log. */
 const HOOK_OUTPUT_LIMIT = 4096;
 
+/** An elector and what must be closed after it has stopped (the store's client connections). */
+interface OpenedElector {
+  readonly elector: Elector;
+  /** Work to finish before `elector.start()` (creating the lease table); retried until it succeeds. */
+  readonly prepare: (() => Promise<void>) | null;
+  readonly close: () => Promise<void>;
+}
+
 export class Pair {
-  private readonly elector: Elector;
+  private opened: OpenedElector | null = null;
+  private stopped = false;
+  /** Whether the store elector has started (its store prepared). */
+  private electing = false;
+  private readonly stopping = new AbortController();
+  private campaign: Promise<void> = Promise.resolve();
   private leading = false;
   private currentToken: number | null = null;
   /** Hooks run one after the other, in the order of the transitions (an add before its delete). */
@@ -37,33 +55,25 @@ export class Pair {
     private readonly name: string,
     private readonly config: PairConfig,
     private readonly log: Logger,
-    handlers: PairHandlers,
-  ) {
-    this.elector = createPeerElector({
-      name: ELECTION_NAME,
-      id: name,
-      bind: config.bind,
-      peers: config.peers,
-      priority: config.priority,
-      preempt: config.preempt,
-      advertMs: config.advertMs,
-      ...(config.secret === null ? {} : { secret: config.secret }),
-    });
-    this.elector.on('elected', ({ token }) => {
+    private readonly handlers: PairHandlers,
+  ) {}
+
+  private listen(elector: Elector): void {
+    elector.on('elected', ({ token }) => {
       this.leading = true;
       this.currentToken = token;
       this.log.event('role', { role: 'leader', token });
-      handlers.elected(token);
+      this.handlers.elected(token);
       this.runHook('onElected', this.config.onElected, { role: 'leader', token, reason: null });
     });
-    this.elector.on('demoted', ({ token, reason }) => {
+    elector.on('demoted', ({ token, reason }) => {
       this.leading = false;
       this.currentToken = null;
       this.log.event('role', { role: 'standby', reason, token });
-      handlers.demoted(reason);
+      this.handlers.demoted(reason);
       this.runHook('onDemoted', this.config.onDemoted, { role: 'standby', token, reason });
     });
-    this.elector.on('error', (error) => this.log.event('elector-error', { message: error.message }));
+    elector.on('error', (error) => this.log.event('elector-error', { message: error.message }));
   }
 
   get isLeader(): boolean {
@@ -75,15 +85,63 @@ export class Pair {
     return this.currentToken;
   }
 
-  /** Binds the UDP socket and starts campaigning; rejects when the bind fails. */
+  /**
+   * Starts campaigning. The peer elector binds its UDP socket first and rejects when it cannot; a
+   * store elector rejects only when its client package is missing: an unreachable store is logged
+   * and retried (the node stays standby meanwhile), as a lost store is later on.
+   */
   async start(): Promise<void> {
     this.log.event('role', { role: 'standby', reason: 'starting' });
-    await this.elector.start();
+    const config = this.config;
+    const opened =
+      config.elector === 'peer' ? openPeer(this.name, config) : await openStore(this.name, config, this.log);
+    this.opened = opened;
+    this.listen(opened.elector);
+    if (opened.prepare === null) {
+      await opened.elector.start();
+      return;
+    }
+    if (config.elector !== 'peer')
+      this.log.event('store', { elector: config.elector, url: redactPassword(config.url) });
+    this.campaign = this.prepareThenStart(opened, opened.prepare);
   }
 
-  /** Resigns at once when leading (a priority-0 advert: the peer takes over without waiting). */
+  private async prepareThenStart(opened: OpenedElector, prepare: () => Promise<void>): Promise<void> {
+    const retryMs = this.config.elector === 'peer' ? 1000 : this.config.renewMs;
+    for (let failures = 0; !this.stopped; failures++) {
+      try {
+        await prepare();
+        break;
+      } catch (error) {
+        if (failures === 0 || failures % 30 === 0) {
+          this.log.event('elector-error', { message: `preparing the lease store: ${(error as Error).message}` });
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, retryMs);
+          this.stopping.signal.addEventListener('abort', () => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
+    }
+    if (this.stopped) return;
+    this.electing = true;
+    await opened.elector.start();
+  }
+
+  /** Resigns at once when leading (the peer takes over without waiting), then closes the store's connections. */
   async stop(): Promise<void> {
-    await this.elector.stop();
+    this.stopped = true;
+    this.stopping.abort();
+    const opened = this.opened;
+    if (opened === null) return;
+    // Still preparing the store: closing its connections ends the wait for them.
+    const preparing = opened.prepare !== null && !this.electing;
+    if (preparing) await opened.close();
+    await this.campaign;
+    await opened.elector.stop();
+    if (!preparing) await opened.close();
   }
 
   /** Resolves when the hooks started so far have finished, or after `timeoutMs`. */
@@ -109,6 +167,116 @@ export class Pair {
     this.hooks = this.hooks.then(() =>
       runCommand(command, env).then((result) => this.log.event('hook', { hook, command, ...result })),
     );
+  }
+}
+
+function openPeer(id: string, config: PeerPairConfig): OpenedElector {
+  const elector = createPeerElector({
+    name: ELECTION_NAME,
+    id,
+    bind: config.bind,
+    peers: config.peers,
+    priority: config.priority,
+    preempt: config.preempt,
+    advertMs: config.advertMs,
+    ...(config.secret === null ? {} : { secret: config.secret }),
+  });
+  return { elector, prepare: null, close: async () => {} };
+}
+
+async function openStore(id: string, config: StorePairConfig, log: Logger): Promise<OpenedElector> {
+  const timing = {
+    name: config.lease,
+    id,
+    leaseMs: config.leaseMs,
+    renewMs: config.renewMs,
+    priority: config.priority,
+    preempt: config.preempt,
+  };
+  if (config.elector === 'redis') {
+    const [{ Redis }, { RedisLeaseStore }] = await Promise.all([
+      optional(() => import('ioredis'), 'ioredis', config.elector),
+      import('fairpick/redis'),
+    ]);
+    // One retry per command and no offline queue: while Redis is away the elector's calls fail
+    // at once (and it retries every renewMs) rather than piling up behind a reconnect.
+    const client = new Redis(config.url, {
+      maxRetriesPerRequest: 1,
+      enableOfflineQueue: false,
+      connectionName: `fairpick-proxy:${id}`,
+    });
+    client.on('error', quietly(log, 'redis'));
+    const store = new RedisLeaseStore(client, config.prefix === null ? {} : { prefix: config.prefix });
+    const elector = createElector({ ...timing, store });
+    return {
+      elector,
+      // The first command waits for the connection (the offline queue is off).
+      prepare: () => waitUntilReady(client),
+      close: async () => {
+        await store.close();
+        client.disconnect();
+      },
+    };
+  }
+  const [pg, { PostgresLeaseStore }] = await Promise.all([
+    optional(() => import('pg'), 'pg', config.elector),
+    import('fairpick/postgres'),
+  ]);
+  const pool = new pg.default.Pool({
+    connectionString: config.url,
+    max: 3,
+    connectionTimeoutMillis: config.leaseMs,
+    application_name: `fairpick-proxy ${id}`,
+  });
+  pool.on('error', quietly(log, 'postgres')); // an idle connection lost
+  const store = new PostgresLeaseStore(pool, config.table === null ? {} : { table: config.table });
+  const elector = createElector({ ...timing, store });
+  return {
+    elector,
+    prepare: () => store.ensureSchema(), // CREATE TABLE IF NOT EXISTS
+    close: async () => {
+      await store.close();
+      await pool.end();
+    },
+  };
+}
+
+/** Resolves once an ioredis client is connected; rejects with the connection's error otherwise. */
+function waitUntilReady(client: import('ioredis').Redis): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const ready = () => {
+      client.off('error', failed).off('end', failed);
+      resolve();
+    };
+    const failed = (error?: Error) => {
+      client.off('ready', ready).off('error', failed).off('end', failed);
+      reject(error ?? new Error('the connection was closed'));
+    };
+    client.once('ready', ready);
+    client.once('error', failed);
+    client.once('end', failed); // disconnect(): the proxy is stopping
+  });
+}
+
+/** Logs a client's connection errors, each new message once (a reconnect loop repeats them). */
+function quietly(log: Logger, client: string): (error: Error) => void {
+  let last = '';
+  return (error) => {
+    if (error.message === last) return;
+    last = error.message;
+    log.event('store-error', { client, message: error.message });
+  };
+}
+
+/** Imports an optional client package, or explains which one to install. */
+async function optional<T>(load: () => Promise<T>, name: string, elector: string): Promise<T> {
+  try {
+    return await load();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw error;
+    throw new Error(`pair.elector "${elector}" needs the ${name} package: npm install ${name}`);
   }
 }
 

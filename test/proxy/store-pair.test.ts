@@ -1,0 +1,213 @@
+/**
+ * The example proxy's pair over a lease store (`pair.elector` "redis" or "postgres"), against the
+ * real Redis and PostgreSQL of this machine: the lease decides who serves, a resigning leader hands
+ * over at once with a higher fencing token, and an unreachable store leaves a node standby (and
+ * says so in its log) instead of failing it. Each run uses its own lease name, key prefix and table.
+ */
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { serviceAvailable, uniqueName } from '../integration/services.js';
+import { freeTcpPort, send, until } from './support-net.js';
+import { backend, cleanups, closeAll, proxy, type RunningProxy } from './support-proxy.js';
+
+afterEach(closeAll);
+
+const RUN = uniqueName('proxy_pair');
+const redisUp = await serviceAvailable(6379);
+const postgresUp = await serviceAvailable(5432);
+const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
+
+afterAll(async () => {
+  if (redisUp) {
+    const redis = new Redis('redis://127.0.0.1:6379', { maxRetriesPerRequest: 1 });
+    const keys = await redis.keys(`${RUN}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+    redis.disconnect();
+  }
+  if (postgresUp) {
+    const pool = new pg.Pool({ connectionString: POSTGRES_URL });
+    await pool.query(`DROP TABLE IF EXISTS "${RUN}"`);
+    await pool.end();
+  }
+});
+
+/**
+ * A TCP relay to a local service that a test can cut (every connection dropped, nothing accepted)
+ * and restore on the same port, as a network partition between the proxy and its store would.
+ */
+class Relay {
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(
+    readonly port: number,
+    private readonly target: number,
+  ) {}
+
+  async open(): Promise<void> {
+    const server = createServer((client) => {
+      const upstream = connect({ host: '127.0.0.1', port: this.target });
+      for (const socket of [client, upstream]) {
+        this.sockets.add(socket);
+        socket.on('close', () => this.sockets.delete(socket));
+        socket.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((resolve) => server.listen(this.port, '127.0.0.1', resolve));
+    this.server = server;
+  }
+
+  async cut(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    for (const socket of this.sockets) socket.destroy();
+    if (server !== null) await new Promise((resolve) => server.close(resolve));
+  }
+}
+
+interface Kind {
+  readonly elector: 'redis' | 'postgres';
+  readonly up: boolean;
+  readonly where: string;
+  /** The store fields of `pair` for this run. */
+  readonly store: Record<string, unknown>;
+  /** The service's port, and its URL through another port (a relay). */
+  readonly port: number;
+  readonly via: (port: number) => string;
+}
+
+const KINDS: readonly Kind[] = [
+  {
+    elector: 'redis',
+    up: redisUp,
+    where: 'Redis on 127.0.0.1:6379',
+    store: { url: 'redis://127.0.0.1:6379', prefix: `${RUN}:` },
+    port: 6379,
+    via: (port) => `redis://127.0.0.1:${port}`,
+  },
+  {
+    elector: 'postgres',
+    up: postgresUp,
+    where: 'PostgreSQL on 127.0.0.1:5432',
+    store: { url: POSTGRES_URL, table: RUN },
+    port: 5432,
+    via: (port) => `postgres://postgres@127.0.0.1:${port}/test`,
+  },
+];
+
+for (const kind of KINDS) {
+  describe.skipIf(!kind.up)(
+    kind.up ? `a pair over ${kind.elector}` : `a pair over ${kind.elector} (skipped: no ${kind.where})`,
+    () => {
+      /** A member answering 503 while standby, on a port of its own. */
+      const member = async (name: string, priority: number, lease: string, url?: string): Promise<RunningProxy> => {
+        const web = await backend(`web-${name}`);
+        return proxy({
+          name,
+          listen: `127.0.0.1:${await freeTcpPort()}`,
+          backends: [{ id: 'web', url: web.url }],
+          pair: {
+            elector: kind.elector,
+            ...kind.store,
+            ...(url === undefined ? {} : { url }),
+            lease,
+            leaseMs: 1500,
+            priority,
+            standby: '503',
+            onElected: 'echo "$FAIRPICK_ROLE $FAIRPICK_TOKEN $FAIRPICK_NAME"',
+          },
+        });
+      };
+
+      it('the higher priority leads and serves; when it stops, the other takes over with a higher token', async () => {
+        const lease = uniqueName('lease');
+        const a = await member('alpha', 200, lease);
+        await until(() => a.handle.role === 'leader', 'alpha elected', 15_000);
+        const b = await member('beta', 100, lease);
+        const token = a.handle.token as number;
+        expect(token).toBeGreaterThan(0);
+        expect(b.handle.role).toBe('standby');
+
+        expect((await send(a.url)).status).toBe(200);
+        const standby = await send(b.url);
+        expect([standby.status, standby.headers['retry-after']]).toEqual([503, '1']);
+        await until(() => a.events.some((e) => e.event === 'hook'), 'the onElected hook');
+        expect(a.events.find((e) => e.event === 'hook')).toMatchObject({ code: 0, output: `leader ${token} alpha` });
+
+        await a.handle.close(); // resigns: the lease is released, beta does not wait for it to expire
+        await until(() => b.handle.role === 'leader', 'beta elected', 15_000);
+        expect(b.handle.token).toBeGreaterThan(token);
+        expect((await send(b.url)).status).toBe(200);
+        expect(a.events.some((e) => e.event === 'role' && e.role === 'standby' && e.reason === 'stopped')).toBe(true);
+        expect(a.events.filter((e) => e.event === 'elector-error')).toEqual([]);
+        expect(b.events.filter((e) => e.event === 'elector-error')).toEqual([]);
+      });
+
+      it('with a preempting higher priority returning, the lease moves back to it', async () => {
+        const lease = uniqueName('lease');
+        const b = await member('beta', 100, lease);
+        await until(() => b.handle.role === 'leader', 'beta elected alone', 15_000);
+        const first = b.handle.token as number;
+        const a = await member('alpha', 200, lease);
+        await until(() => a.handle.role === 'leader' && b.handle.role === 'standby', 'alpha preempting', 15_000);
+        expect(a.handle.token).toBeGreaterThan(first);
+        expect((await send(b.url)).status).toBe(503);
+        expect((await send(a.url)).status).toBe(200);
+      });
+
+      it('a leader that loses the store stops serving when its lease runs out, and leads again when it returns', async () => {
+        const relay = new Relay(await freeTcpPort(), kind.port);
+        await relay.open();
+        cleanups.push(() => relay.cut());
+        const a = await member('alpha', 100, uniqueName('lease'), kind.via(relay.port));
+        await until(() => a.handle.role === 'leader', 'alpha elected', 15_000);
+        const token = a.handle.token as number;
+        expect((await send(a.url)).status).toBe(200);
+
+        await relay.cut(); // no renewal can reach the store: no node may believe it leads past the lease
+        // (The log is buffered: wait for the line, not only for the role.)
+        const demotion = () => a.events.find((e) => e.event === 'role' && e.role === 'standby' && e.token === token);
+        await until(() => demotion() !== undefined, 'alpha demoted', 15_000);
+        expect(a.handle.role).toBe('standby');
+        expect(demotion()).toMatchObject({ reason: 'expired' });
+        expect((await send(a.url)).status).toBe(503);
+
+        await relay.open();
+        await until(() => a.handle.role === 'leader', 'alpha elected again', 20_000);
+        expect(a.handle.token).toBeGreaterThan(token);
+        expect((await send(a.url)).status).toBe(200);
+      });
+    },
+  );
+}
+
+describe('a pair over an unreachable store', () => {
+  it.each(['redis', 'postgres'] as const)(
+    '%s: the node starts, stays standby and logs why, rather than failing or serving',
+    async (elector) => {
+      const dead = await freeTcpPort(); // nothing listens there
+      const url = elector === 'redis' ? `redis://127.0.0.1:${dead}` : `postgres://u:secret@127.0.0.1:${dead}/db`;
+      const web = await backend('web');
+      const p = await proxy({
+        name: 'lonely',
+        listen: `127.0.0.1:${await freeTcpPort()}`,
+        backends: [{ id: 'web', url: web.url }],
+        pair: { elector, url, lease: uniqueName('lease'), leaseMs: 500, standby: '503' },
+      });
+      await until(
+        () => p.events.some((e) => e.event === 'elector-error' || e.event === 'store-error'),
+        'the store error in the log',
+      );
+      expect(p.handle.role).toBe('standby');
+      expect((await send(p.url)).status).toBe(503);
+      // The password of the store's URL never reaches the log.
+      expect(JSON.stringify(p.events)).not.toContain('secret@');
+    },
+  );
+});
