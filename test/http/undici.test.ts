@@ -729,7 +729,7 @@ describe('retries', () => {
     const [slow] = servers as [TestServer];
     slow.handler = hang;
     const lb = balancer(servers);
-    const d = dispatcher(lb, { timeoutMs: 150 });
+    const d = dispatcher(lb, { timeoutMs: 1000 }); // not shorter: s1 must always beat it
     const res = await get(d, '/t');
     expect(res).toMatchObject({ status: 200, server: 's1' });
     expect(slow.hits).toBe(1);
@@ -757,7 +757,7 @@ describe('retries', () => {
     const [busy] = servers as [TestServer, TestServer];
     busy.handler = hold;
     const lb = balancer(servers);
-    const d = dispatcher(lb, { connections: 1, timeoutMs: 200 });
+    const d = dispatcher(lb, { connections: 1, timeoutMs: 1000 }); // not shorter: s1 must always beat it
     const first = await request('http://fairpick/1', { dispatcher: d }); // s0: headers, body held
     expect(first.headers['x-server']).toBe('s0');
     expect((await get(d, '/2')).server).toBe('s1');
@@ -777,7 +777,7 @@ describe('retries', () => {
     const lb = balancer(servers);
     const stuck: Array<(err: Error | null) => void> = [];
     const d = dispatcher(lb, {
-      timeoutMs: 150,
+      timeoutMs: 1000, // not shorter: s1 must always beat it
       // s0 behaves as a black-holed address: its connector never calls back.
       factory: (origin, options) =>
         new Pool(

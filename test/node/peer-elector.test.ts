@@ -20,7 +20,9 @@ async function until(condition: () => boolean, what: string, deadlineMs = 10_000
   }
 }
 
-const ADVERT = 40;
+// Long enough that a loaded machine's pauses (a few hundred ms) are not mistaken for a dead leader:
+// a standby takes over after about 3 adverts plus skew of silence.
+const ADVERT = 150;
 
 /** Simulates a crash: the node's socket closes without the resign advert a stop() sends. */
 function crash(elector: Elector): void {
@@ -58,7 +60,7 @@ describe('createPeerElector over loopback UDP', () => {
     await a.start();
     await b.start();
     await until(() => a.isLeader, 'a leads');
-    await new Promise((resolve) => setTimeout(resolve, 10 * ADVERT));
+    await new Promise((resolve) => setTimeout(resolve, 6 * ADVERT));
     expect(b.isLeader).toBe(false);
     expect(await b.leader()).toBe('node0');
     crash(a);
@@ -102,7 +104,7 @@ describe('createPeerElector over loopback UDP', () => {
     await low.start();
     await until(() => low.isLeader, 'low leads');
     await high.start();
-    await new Promise((resolve) => setTimeout(resolve, 10 * ADVERT));
+    await new Promise((resolve) => setTimeout(resolve, 6 * ADVERT));
     expect(high.isLeader).toBe(false);
     expect(low.isLeader).toBe(true);
   });

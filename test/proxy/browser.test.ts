@@ -94,7 +94,9 @@ describe('the stats page in headless Chromium', () => {
         { id: 'web2', url: web2.url },
       ],
       algorithm: 'round-robin',
-      health: { check: { path: '/health', intervalMs: 200, timeoutMs: 180, rise: 1, fall: 1 } },
+      // fall 3: a killed backend refuses at once (down after three checks), while one check slowed
+      // by a loaded machine does not mark a live backend down.
+      health: { check: { path: '/health', intervalMs: 200, timeoutMs: 180, rise: 1, fall: 3 } },
       log: { format: 'json', access: false },
     };
     const proxy = spawnProxy(registry, await writeConfig(config));

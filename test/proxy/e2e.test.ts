@@ -172,7 +172,9 @@ describe.sequential('a backend that dies', { timeout: 60_000 }, () => {
       proxyConfig([web1, web2], {
         algorithm: 'round-robin',
         health: {
-          check: { path: '/health', intervalMs: 200, timeoutMs: 180, rise: 1, fall: 1 },
+          // fall 3: a killed backend refuses at once (down after three checks), while one check slowed
+          // by a loaded machine does not mark a live backend down.
+          check: { path: '/health', intervalMs: 200, timeoutMs: 180, rise: 1, fall: 3 },
           // Short ejections, so that a passive ejection during the kill does not outlast the test.
           passive: { consecutiveFailures: 5, baseEjectionMs: 200, maxEjectionMs: 400 },
           slowStartMs: 2000,
@@ -295,7 +297,9 @@ async function startPairNode(
       bind: `127.0.0.1:${ports.udp[i]}`,
       peers: [`127.0.0.1:${ports.udp[1 - i]}`],
       priority,
-      advertMs: 100,
+      // Not shorter: a standby takes over after about 3 adverts + skew of silence, and a loaded
+      // machine can pause a process for several hundred ms.
+      advertMs: 400,
       standby: 'refuse',
       onElected: `echo "$FAIRPICK_ROLE $FAIRPICK_TOKEN" >> '${electedFile}'`,
     },
@@ -328,9 +332,9 @@ async function startPair(servers: WebServer[]) {
   await a.proc.waitForEvent('listening');
   const b = await startPairNode(1, ports, servers, 100);
   await until(async () => (await stats(b.admin)).role === 'standby', 'node 1 is standby');
-  // Let node 1 hear several adverts (advertMs 100): a standby learns the leader's epoch from them,
+  // Let node 1 hear a few adverts (advertMs 400): a standby learns the leader's epoch from them,
   // and only then can its own token be higher. (Nothing observable says it has heard one.)
-  await sleep(1000);
+  await sleep(1300);
   expect((await stats(b.admin)).role).toBe('standby');
   return { ports, a, b, aToken: tokenOf(aRole) };
 }
@@ -525,9 +529,20 @@ describe('config files', { timeout: 30_000 }, () => {
     },
   ];
 
-  it.each(rows)('rejects a config with $name: exit 1, names the field, listens on nothing', async (row) => {
+  // Concurrently (each process starts in about half a second, mostly tsx): each row has a registry
+  // of its own, which the file's afterEach does not touch, and no row may bind the ports they share.
+  it.concurrent.each(rows)('rejects a config with $name: exit 1, names the field, listens on nothing', async (row) => {
+    const own = new ProcessRegistry();
+    try {
+      await rejects(row, own);
+    } finally {
+      await own.killAll();
+    }
+  });
+
+  async function rejects(row: (typeof rows)[number], own: ProcessRegistry): Promise<void> {
     const file = await writeConfig(row.edit(good()));
-    const proc = spawnProxy(registry, file);
+    const proc = spawnProxy(own, file);
     const exit = await proc.exited;
     const path = typeof row.path === 'string' ? row.path : row.path(file);
     expect(exit, proc.transcript()).toEqual({ code: 1, signal: null });
@@ -541,7 +556,7 @@ describe('config files', { timeout: 30_000 }, () => {
     expect(proc.eventsNamed('admin-listening')).toEqual([]);
     expect(await canConnect(ports.listen)).toBe(false);
     expect(await canConnect(ports.admin)).toBe(false);
-  });
+  }
 
   it('--check on a good config prints "config ok: <path>" and exits 0 without listening', async () => {
     const file = await writeConfig(good());

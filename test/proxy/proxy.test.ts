@@ -704,7 +704,7 @@ describe('lifecycle', () => {
           bind: `127.0.0.1:${bind}`,
           peers: [`127.0.0.1:${peer}`],
           priority,
-          advertMs: 100,
+          advertMs: 400, // a loaded machine's pauses must not look like a dead leader
           standby: '503',
           onElected: 'echo "$FAIRPICK_ROLE $FAIRPICK_TOKEN $FAIRPICK_NAME"',
           onDemoted: 'echo "$FAIRPICK_ROLE $FAIRPICK_TOKEN $FAIRPICK_NAME $FAIRPICK_REASON"',
