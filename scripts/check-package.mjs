@@ -1,7 +1,7 @@
 // Checks the package as users receive it: the packed tarball passes publint --strict and
 // "are the types wrong", and can be installed, imported (ESM) and required (CommonJS).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -25,9 +25,21 @@ try {
   const app = join(work, 'app');
   mkdirSync(app);
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'smoke', private: true, version: '0.0.0' }));
-  // undici is an optional peer dependency of fairpick/undici; the lock file put it in npm's cache.
-  const undici = JSON.parse(readFileSync(join(root, 'node_modules/undici/package.json'), 'utf8')).version;
-  run('npm', ['install', '--no-audit', '--no-fund', '--offline', tarball, `undici@${undici}`], app);
+  // undici is an optional peer dependency of fairpick/undici. It is packed from node_modules (what
+  // `npm ci` installed), so that the install needs no registry: `npm ci` caches tarballs but not
+  // the registry metadata an `undici@<version>` spec needs, and a fresh machine has none.
+  const undiciPacked = JSON.parse(
+    capture('npm', [
+      'pack',
+      '--json',
+      '--ignore-scripts',
+      '--pack-destination',
+      work,
+      join(root, 'node_modules/undici'),
+    ]),
+  );
+  const undici = join(work, undiciPacked[0].filename);
+  run('npm', ['install', '--no-audit', '--no-fund', '--offline', tarball, undici], app);
 
   const pickScript = (load) => `
 ${load}

@@ -106,7 +106,13 @@ for (const kind of KINDS) {
     kind.up ? `a pair over ${kind.elector}` : `a pair over ${kind.elector} (skipped: no ${kind.where})`,
     () => {
       /** A member answering 503 while standby, on a port of its own. */
-      const member = async (name: string, priority: number, lease: string, url?: string): Promise<RunningProxy> => {
+      const member = async (
+        name: string,
+        priority: number,
+        lease: string,
+        url?: string,
+        leaseMs = 3000,
+      ): Promise<RunningProxy> => {
         const web = await backend(`web-${name}`);
         return proxy({
           name,
@@ -117,6 +123,7 @@ for (const kind of KINDS) {
             ...kind.store,
             ...(url === undefined ? {} : { url }),
             lease,
+            leaseMs,
             priority,
             standby: '503',
             onElected: 'echo "$FAIRPICK_ROLE $FAIRPICK_TOKEN $FAIRPICK_NAME"',
@@ -162,7 +169,7 @@ for (const kind of KINDS) {
         const relay = new Relay(await freeTcpPort(), kind.port);
         await relay.open();
         cleanups.push(() => relay.cut());
-        const a = await member('alpha', 100, uniqueName('lease'), kind.via(relay.port));
+        const a = await member('alpha', 100, uniqueName('lease'), kind.via(relay.port), 1500);
         await until(() => a.handle.role === 'leader', 'alpha elected', 15_000);
         const token = a.handle.token as number;
         expect((await send(a.url)).status).toBe(200);

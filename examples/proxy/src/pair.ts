@@ -34,9 +34,12 @@ const HOOK_OUTPUT_LIMIT = 4096;
 /** An elector and what must be closed after it has stopped (the store's client connections). */
 interface OpenedElector {
   readonly elector: Elector;
-  /** Work to finish before `elector.start()` (creating the lease table); retried until it succeeds. */
-  readonly prepare: (() => Promise<void>) | null;
   readonly close: () => Promise<void>;
+}
+
+/** A store elector, and what must succeed before it starts (connecting, creating the lease table). */
+interface StoreElector extends OpenedElector {
+  readonly prepare: () => Promise<void>;
 }
 
 export class Pair {
@@ -93,41 +96,51 @@ export class Pair {
   async start(): Promise<void> {
     this.log.event('role', { role: 'standby', reason: 'starting' });
     const config = this.config;
-    const opened =
-      config.elector === 'peer' ? openPeer(this.name, config) : await openStore(this.name, config, this.log);
-    this.opened = opened;
-    this.listen(opened.elector);
-    if (opened.prepare === null) {
+    if (config.elector === 'peer') {
+      const opened = openPeer(this.name, config);
+      this.opened = opened;
+      this.listen(opened.elector);
       await opened.elector.start();
       return;
     }
-    if (config.elector !== 'peer')
-      this.log.event('store', { elector: config.elector, url: redactPassword(config.url) });
-    this.campaign = this.prepareThenStart(opened, opened.prepare);
+    const opened = await openStore(this.name, config, this.log);
+    this.opened = opened;
+    this.listen(opened.elector);
+    this.log.event('store', { elector: config.elector, url: redactPassword(config.url) });
+    this.campaign = this.prepareThenStart(opened, config.renewMs).catch((error: Error) =>
+      this.log.event('elector-error', { message: error.message }),
+    );
   }
 
-  private async prepareThenStart(opened: OpenedElector, prepare: () => Promise<void>): Promise<void> {
-    const retryMs = this.config.elector === 'peer' ? 1000 : this.config.renewMs;
+  private async prepareThenStart(opened: StoreElector, retryMs: number): Promise<void> {
     for (let failures = 0; !this.stopped; failures++) {
       try {
-        await prepare();
+        await opened.prepare();
         break;
       } catch (error) {
         if (failures === 0 || failures % 30 === 0) {
           this.log.event('elector-error', { message: `preparing the lease store: ${(error as Error).message}` });
         }
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, retryMs);
-          this.stopping.signal.addEventListener('abort', () => {
-            clearTimeout(timer);
-            resolve();
-          });
-        });
+        await this.pause(retryMs);
       }
     }
     if (this.stopped) return;
     this.electing = true;
     await opened.elector.start();
+  }
+
+  /** Waits `ms`, or less when the pair stops. */
+  private pause(ms: number): Promise<void> {
+    const signal = this.stopping.signal;
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done);
+    });
   }
 
   /** Resigns at once when leading (the peer takes over without waiting), then closes the store's connections. */
@@ -137,7 +150,7 @@ export class Pair {
     const opened = this.opened;
     if (opened === null) return;
     // Still preparing the store: closing its connections ends the wait for them.
-    const preparing = opened.prepare !== null && !this.electing;
+    const preparing = this.config.elector !== 'peer' && !this.electing;
     if (preparing) await opened.close();
     await this.campaign;
     await opened.elector.stop();
@@ -181,10 +194,10 @@ function openPeer(id: string, config: PeerPairConfig): OpenedElector {
     advertMs: config.advertMs,
     ...(config.secret === null ? {} : { secret: config.secret }),
   });
-  return { elector, prepare: null, close: async () => {} };
+  return { elector, close: async () => {} };
 }
 
-async function openStore(id: string, config: StorePairConfig, log: Logger): Promise<OpenedElector> {
+async function openStore(id: string, config: StorePairConfig, log: Logger): Promise<StoreElector> {
   const timing = {
     name: config.lease,
     id,
