@@ -194,12 +194,17 @@ export class PostgresLeaseStore implements LeaseStore {
   /**
    * Creates the lease table if it does not exist (`CREATE TABLE IF NOT EXISTS`), under a
    * transaction-scoped advisory lock so that processes starting together do not race on the
-   * catalog. Idempotent; it never alters an existing table.
+   * catalog. Idempotent; it never alters an existing table. When the table exists it does nothing
+   * else, so a user without the right to create tables (a table made by a migration) may call it.
    */
   async ensureSchema(): Promise<void> {
     await this.pool.query(
       `DO $fairpick$
 BEGIN
+  -- Checked first: CREATE TABLE IF NOT EXISTS needs CREATE on the schema even when the table exists.
+  IF to_regclass('${this.table}') IS NOT NULL THEN
+    RETURN;
+  END IF;
   PERFORM pg_advisory_xact_lock(hashtext('fairpick.ensureSchema:${this.tableName}'));
   CREATE TABLE IF NOT EXISTS ${this.table} (
     name text PRIMARY KEY,

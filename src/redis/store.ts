@@ -18,8 +18,12 @@ export interface IoredisClientLike {
   evalsha(...args: never[]): unknown;
   /** The connection status (`'wait'`, `'connecting'`, `'ready'`, `'end'`, ...). */
   readonly status: string;
-  /** A new connection with the same options: the store's subscriber for {@link RedisLeaseStore.watch}. */
-  duplicate(): IoredisSubscriberLike;
+  /**
+   * A new connection with the same options, but these: the store's subscriber for
+   * {@link RedisLeaseStore.watch}. (The store passes `{ enableOfflineQueue: true }`: it subscribes
+   * before the new connection is up.)
+   */
+  duplicate(override?: { enableOfflineQueue?: boolean }): IoredisSubscriberLike;
 }
 
 /** The parts of a duplicated ioredis connection that the store subscribes with. */
@@ -254,7 +258,10 @@ class IoredisConnection implements Connection {
   }
 
   duplicate(onMessage: (channel: string) => void): Subscriber {
-    const sub = this.client.duplicate();
+    // The SUBSCRIBE is sent before the new connection is up: with the client's offline queue off
+    // (`enableOfflineQueue: false`, common for fail-fast clients), it would fail, and hand-over would
+    // wait for the next poll.
+    const sub = this.client.duplicate({ enableOfflineQueue: true });
     // Without a listener ioredis logs every connection error; the elector polls meanwhile.
     sub.on('error', ignore);
     sub.on('message', (channel) => onMessage(String(channel)));

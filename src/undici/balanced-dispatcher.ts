@@ -452,7 +452,8 @@ class BalancedRequest<B extends UrlBackend> {
     // the request is written, so the attempt is given up here and aborted when it gets a socket.
     attempt.abandon(error);
     attempt.slot.release({ ok: false, latencyMs: attempt.elapsed() });
-    const next = this.nextSlot(attempt.slot);
+    const next = this.nextSlotOrFail(attempt.slot);
+    if (next === undefined) return;
     if (next === null) this.fail(error);
     else this.retry(next);
   }
@@ -509,9 +510,22 @@ class BalancedRequest<B extends UrlBackend> {
       return;
     }
     attempt.slot.release({ ok: false, latencyMs: attempt.result.latencyMs ?? attempt.elapsed() });
-    const retry = attempt.forwarding ? null : this.nextSlot(attempt.slot);
+    const retry = attempt.forwarding ? null : this.nextSlotOrFail(attempt.slot);
+    if (retry === undefined) return;
     if (retry === null) this.fail(attempt.timeoutError ?? err);
     else this.retry(retry);
+  }
+
+  // nextSlot, or, when the picker throws (a custom one's bug), the request failed with that error
+  // and undefined. For the callers that run in a timer or in undici's onError, where a throw would
+  // be uncaught and leave the request unsettled.
+  private nextSlotOrFail(current: Slot<B>): Slot<B> | null | undefined {
+    try {
+      return this.nextSlot(current);
+    } catch (err) {
+      this.fail(err as Error);
+      return undefined;
+    }
   }
 
   // The slot of the next attempt when a retry is allowed (and picked, so the budget is spent), else null.

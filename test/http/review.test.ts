@@ -9,7 +9,16 @@ import { balancedFetch } from '../../src/fetch/index.js';
 import { type Balancer, createBalancer } from '../../src/index.js';
 import { createBalancedAgent } from '../../src/node/index.js';
 import { BalancedDispatcher } from '../../src/undici/index.js';
-import { closeAll, type EchoBody, type Handler, startServers, type TestServer, track, waitFor } from './support.js';
+import {
+  closeAll,
+  type EchoBody,
+  type Handler,
+  hang,
+  startServers,
+  type TestServer,
+  track,
+  waitFor,
+} from './support.js';
 
 afterEach(closeAll);
 
@@ -180,5 +189,43 @@ describe('a failureStatuses predicate that throws', () => {
     expect(error).toMatchObject({ message: 'predicate bug' });
     await waitFor(() => inFlight(lb) === 0, { message: 'the slot released' });
     expect(stat(lb, 's0')).toMatchObject({ failures: 0, successes: 0 });
+  });
+});
+
+describe('a custom picker that throws on the retry pick', () => {
+  // The first pick works, the second (the retry's) throws: the request fails with that error at
+  // once, and no slot stays in flight. Before, the dispatcher threw it from a timer or from
+  // undici's onError: uncaught, and the request never settled.
+  function throwingOnRetry(servers: readonly TestServer[]): Balancer<Web> {
+    let picks = 0;
+    return track(
+      createBalancer<Web>({
+        algorithm: (endpoints) => ({
+          pick(request) {
+            if (++picks > 1) throw new Error('picker bug');
+            return endpoints.find((e) => request.admits(e));
+          },
+        }),
+        backends: servers.map((s) => ({ id: s.name, url: s.url })),
+      }),
+    );
+  }
+
+  it.each(['refused', 'timed out'] as const)('BalancedDispatcher: the first attempt %s', async (how) => {
+    const servers = await startServers(2, how === 'timed out' ? hang : undefined);
+    if (how === 'refused') await (servers[0] as TestServer).stop();
+    const lb = throwingOnRetry(servers);
+    const d = track(new BalancedDispatcher(lb, { retries: 1, ...(how === 'timed out' ? { timeoutMs: 200 } : {}) }));
+    await expect(request('http://fairpick/x', { dispatcher: d })).rejects.toThrow('picker bug');
+    await waitFor(() => inFlight(lb) === 0, { message: 'every slot released' });
+  });
+
+  it.each(['refused', 'timed out'] as const)('balancedFetch: the first attempt %s', async (how) => {
+    const servers = await startServers(2, how === 'timed out' ? hang : undefined);
+    if (how === 'refused') await (servers[0] as TestServer).stop();
+    const lb = throwingOnRetry(servers);
+    const f = balancedFetch(lb, { retries: 1, ...(how === 'timed out' ? { timeoutMs: 200 } : {}) });
+    await expect(f('/x')).rejects.toThrow('picker bug');
+    await waitFor(() => inFlight(lb) === 0, { message: 'every slot released' });
   });
 });

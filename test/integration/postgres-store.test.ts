@@ -204,6 +204,30 @@ describe.skipIf(!up)(
           await pool.query(`DROP SCHEMA "${schema}" CASCADE`);
         }
       });
+
+      it('ensureSchema works for a user who may not create tables, when the table exists (made by a migration)', async () => {
+        const schema = uniqueName('fairpick_ro_schema');
+        const role = uniqueName('fairpick_ro');
+        await pool.query(`CREATE SCHEMA "${schema}"`);
+        await pool.query(`CREATE ROLE "${role}" LOGIN`);
+        const limited = new pg.Pool({ ...CONNECTION, user: role, max: 2 });
+        limited.on('error', () => {});
+        try {
+          await new PostgresLeaseStore(pool, { table: `${schema}.leases`, listen: false }).ensureSchema(); // the migration
+          await pool.query(`GRANT USAGE ON SCHEMA "${schema}" TO "${role}"`); // not CREATE
+          await pool.query(`GRANT SELECT, INSERT, UPDATE ON "${schema}"."leases" TO "${role}"`);
+          const store = new PostgresLeaseStore(limited, { table: `${schema}.leases`, listen: false });
+          await store.ensureSchema(); // before: "permission denied for schema"
+          expect(await store.acquire('x', 'a', 100, 5000)).toEqual({ token: 1 });
+          // And where the table is missing, the missing right is reported, not hidden.
+          const absent = new PostgresLeaseStore(limited, { table: `${schema}.other`, listen: false });
+          await expect(absent.ensureSchema()).rejects.toThrow(/permission denied/);
+        } finally {
+          await limited.end();
+          await pool.query(`DROP SCHEMA "${schema}" CASCADE`);
+          await pool.query(`DROP ROLE "${role}"`);
+        }
+      });
     });
 
     describe('the LeaseStore contract', () => {

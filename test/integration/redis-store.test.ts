@@ -451,5 +451,43 @@ describe.skipIf(!up)(
         });
       });
     });
+
+    it('ioredis with enableOfflineQueue false: the watch still subscribes, and a resign hands over at once', async () => {
+      const clients: Redis[] = [];
+      const stores: RedisLeaseStore[] = [];
+      const electors: Elector[] = [];
+      try {
+        const make = async (id: string) => {
+          const client = new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+          client.on('error', () => undefined);
+          clients.push(client);
+          await client.connect();
+          const store = new RedisLeaseStore(client, { prefix: RUN });
+          stores.push(store);
+          // A lease and renewals far longer than the wait below: only the release, heard through
+          // the watch, can elect the standby in time.
+          const e = createElector({ name: 'offline-queue', id, store, leaseMs: 60_000, renewMs: 20_000 });
+          electors.push(e);
+          return e;
+        };
+        const a = await make('a');
+        await a.start();
+        await until(() => a.isLeader, 'a is elected');
+        const b = await make('b');
+        await b.start();
+        const admin = new Redis(REDIS_URL);
+        clients.push(admin);
+        await until(
+          async () => Number(((await admin.pubsub('NUMSUB', `${RUN}offline-queue:events`)) as unknown[])[1]) >= 1,
+          "b's watch subscribed",
+        );
+        await a.stop();
+        await until(() => b.isLeader, 'b elected through the watch', 10_000);
+      } finally {
+        for (const e of electors) await e.stop();
+        for (const store of stores) await store.close();
+        for (const client of clients) client.disconnect();
+      }
+    });
   },
 );
