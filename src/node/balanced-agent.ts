@@ -221,14 +221,17 @@ function track(settings: Settings, req: ClientRequest, slot: { release(result?: 
   const started = settings.now();
   let result: ReleaseResult = {};
   let predicateError: unknown = null;
-  req.once('response', (res: IncomingMessage) => {
+  // First among the listeners (`http.request`'s callback is one): a response whose outcome cannot
+  // be judged is failed before anyone reads it.
+  req.prependOnceListener('response', (res: IncomingMessage) => {
     let failure: boolean;
     try {
       failure = settings.isFailure(res.statusCode ?? 0);
     } catch (error) {
-      // The caller's failureStatuses threw: the request fails with that error, and the backend
-      // is neither blamed nor credited.
+      // The caller's failureStatuses threw: the request fails with that error (its body too, so
+      // that it never ends as if complete), and the backend is neither blamed nor credited.
       predicateError = error;
+      res.destroy(error as Error);
       req.destroy(error as Error);
       return;
     }

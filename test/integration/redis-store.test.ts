@@ -458,7 +458,11 @@ describe.skipIf(!up)(
       const electors: Elector[] = [];
       try {
         const make = async (id: string) => {
-          const client = new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+          const client = new Redis(REDIS_URL, {
+            lazyConnect: true,
+            enableOfflineQueue: false,
+            maxRetriesPerRequest: 1,
+          });
           client.on('error', () => undefined);
           clients.push(client);
           await client.connect();

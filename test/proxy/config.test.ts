@@ -320,11 +320,25 @@ const BAD: readonly [string, (raw: Raw) => Raw, string, string, string][] = [
     'is a field of the "redis" and "postgres" elector, not of "peer"',
   ],
   [
-    'renewal not below the lease',
-    (r) => ({ ...r, pair: { elector: 'redis', url: 'redis://127.0.0.1:6379', leaseMs: 1000, renewMs: 1000 } }),
+    'renewal not below 90% of the lease (createElector keeps a tenth as a margin)',
+    (r) => ({ ...r, pair: { elector: 'redis', url: 'redis://127.0.0.1:6379', leaseMs: 3000, renewMs: 2800 } }),
     'pair.renewMs',
-    '1000',
-    'below pair.leaseMs (1000)',
+    '2800',
+    'below 90% of pair.leaseMs (3000)',
+  ],
+  [
+    'a redis lease name that would share the store keys of another',
+    (r) => ({ ...r, pair: { elector: 'redis', url: 'redis://127.0.0.1:6379', lease: 'edge:token' } }),
+    'pair.lease',
+    '"edge:token"',
+    'not ending in ":token" or ":reserved"',
+  ],
+  [
+    'a store url that does not parse keeps its password out of the message',
+    (r) => ({ ...r, pair: { elector: 'redis', url: 'redis//app:hunter2@db:6379' } }),
+    'pair.url',
+    '"redis//app:***@db:6379"',
+    'a redis:// or rediss:// URL',
   ],
   [
     'bad lease table',
@@ -359,6 +373,7 @@ describe('config validation', () => {
     const message = (issues[0] as ConfigIssue).message;
     expect(message).toContain(value);
     expect(message).toContain(expected);
+    expect(message).not.toContain('hunter2'); // the password of the store rows
   });
 
   it('reports every problem at once, not only the first', () => {

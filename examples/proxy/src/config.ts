@@ -734,8 +734,14 @@ class Validator {
     const leaseMs = this.integer(o.leaseMs, 'pair.leaseMs', 3000, 100, 600_000);
     const renewDefault = Math.max(10, Math.floor(leaseMs / 3));
     const renewMs = this.integer(o.renewMs, 'pair.renewMs', renewDefault, 10, 600_000);
-    if (o.renewMs !== undefined && renewMs >= leaseMs) {
-      this.fail('pair.renewMs', o.renewMs, `below pair.leaseMs (${leaseMs}), so a lease is renewed before it expires`);
+    // createElector's rule: a leader stops trusting its lease leaseMs / 10 before it can expire,
+    // and must have renewed by then.
+    if (o.renewMs !== undefined && renewMs >= leaseMs * 0.9) {
+      this.fail(
+        'pair.renewMs',
+        o.renewMs,
+        `below 90% of pair.leaseMs (${leaseMs}), so a leader renews before it stops trusting its lease`,
+      );
     }
     const identifier = /^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$/;
     const table = this.string(o.table, 'pair.table', 'a table name (letters, digits, _; optionally "schema.table")');
@@ -746,11 +752,15 @@ class Validator {
         'a table name (letters, digits, _, not starting with a digit; optionally "schema.table")',
       );
     }
+    const lease = this.string(o.lease, 'pair.lease', 'a lease name (a non-empty string)') ?? DEFAULT_LEASE;
+    if (elector === 'redis' && (lease.endsWith(':token') || lease.endsWith(':reserved'))) {
+      this.fail('pair.lease', lease, 'a name not ending in ":token" or ":reserved" (the store keeps those keys)');
+    }
     return {
       elector,
       ...base,
       url,
-      lease: this.string(o.lease, 'pair.lease', 'a lease name (a non-empty string)') ?? DEFAULT_LEASE,
+      lease,
       leaseMs,
       renewMs,
       prefix: this.string(o.prefix, 'pair.prefix', 'a key prefix (a non-empty string)'),
@@ -776,11 +786,16 @@ function parseUrl(text: string): URL | null {
   }
 }
 
-/** A URL with its password (if any) replaced by `***`, for messages and logs. */
+/**
+ * A URL with its password replaced by `***`, for messages and logs: the one in the user info and a
+ * `password` query parameter (both ioredis and pg read it). Text that is not a URL gets the
+ * `//user:password@` pattern masked.
+ */
 export function redactPassword(text: string): string {
   const url = parseUrl(text);
-  if (url === null || url.password === '') return text;
-  url.password = '***';
+  if (url === null) return text.replace(/\/\/([^/@:]*):[^/@]*@/, '//$1:***@');
+  if (url.password !== '') url.password = '***';
+  if (url.searchParams.has('password')) url.searchParams.set('password', '***');
   return url.href;
 }
 

@@ -30,6 +30,8 @@ export interface PairHandlers {
 const HOOK_TIMEOUT_MS = 30_000;
 /** Hook output kept for the log. */
 const HOOK_OUTPUT_LIMIT = 4096;
+/** Longest a shutdown waits for the store's connections to close. */
+const CLOSE_LIMIT_MS = 3000;
 
 /** An elector and what must be closed after it has stopped (the store's client connections). */
 interface OpenedElector {
@@ -47,7 +49,9 @@ export class Pair {
   private stopped = false;
   /** Whether the store elector has started (its store prepared). */
   private electing = false;
-  private readonly stopping = new AbortController();
+  /** Aborted when the pair stops: ends the waits between attempts to prepare the store. */
+  private readonly quit = new AbortController();
+  private stopping: Promise<void> | null = null;
   private campaign: Promise<void> = Promise.resolve();
   private leading = false;
   private currentToken: number | null = null;
@@ -104,6 +108,10 @@ export class Pair {
       return;
     }
     const opened = await openStore(this.name, config, this.log);
+    if (this.stopped) {
+      await opened.close(); // stopped while the client package loaded
+      return;
+    }
     this.opened = opened;
     this.listen(opened.elector);
     this.log.event('store', { elector: config.elector, url: redactPassword(config.url) });
@@ -131,7 +139,8 @@ export class Pair {
 
   /** Waits `ms`, or less when the pair stops. */
   private pause(ms: number): Promise<void> {
-    const signal = this.stopping.signal;
+    const signal = this.quit.signal;
+    if (signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -143,18 +152,40 @@ export class Pair {
     });
   }
 
-  /** Resigns at once when leading (the peer takes over without waiting), then closes the store's connections. */
-  async stop(): Promise<void> {
+  /**
+   * Resigns at once when leading (the peer takes over without waiting), then closes the store's
+   * connections, giving them {@link CLOSE_LIMIT_MS} (a store that stopped answering must not hold
+   * the shutdown). Idempotent.
+   */
+  stop(): Promise<void> {
+    this.stopping ??= this.shutdown();
+    return this.stopping;
+  }
+
+  private async shutdown(): Promise<void> {
     this.stopped = true;
-    this.stopping.abort();
+    this.quit.abort();
     const opened = this.opened;
     if (opened === null) return;
     // Still preparing the store: closing its connections ends the wait for them.
     const preparing = this.config.elector !== 'peer' && !this.electing;
-    if (preparing) await opened.close();
+    const closed = preparing ? this.closeWithin(opened) : null;
     await this.campaign;
     await opened.elector.stop();
-    if (!preparing) await opened.close();
+    await (closed ?? this.closeWithin(opened));
+  }
+
+  private async closeWithin(opened: OpenedElector): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => {
+      timer = setTimeout(() => resolve('late'), CLOSE_LIMIT_MS);
+    });
+    const outcome = await Promise.race([opened.close().then(() => 'closed' as const), late]).catch(
+      (error: Error) => error,
+    );
+    clearTimeout(timer);
+    if (outcome === 'late') this.log.event('store-error', { message: `closing took over ${CLOSE_LIMIT_MS} ms: left` });
+    else if (outcome instanceof Error) this.log.event('store-error', { message: `closing: ${outcome.message}` });
   }
 
   /** Resolves when the hooks started so far have finished, or after `timeoutMs`. */
@@ -220,7 +251,10 @@ async function openStore(id: string, config: StorePairConfig, log: Logger): Prom
     });
     client.on('error', quietly(log, 'redis'));
     const store = new RedisLeaseStore(client, config.prefix === null ? {} : { prefix: config.prefix });
-    const elector = createElector({ ...timing, store });
+    const elector = orClose(
+      () => createElector({ ...timing, store }),
+      () => client.disconnect(),
+    );
     return {
       elector,
       // The first command waits for the connection (the offline queue is off).
@@ -239,19 +273,34 @@ async function openStore(id: string, config: StorePairConfig, log: Logger): Prom
     connectionString: config.url,
     max: 3,
     connectionTimeoutMillis: config.leaseMs,
+    // A database that stops answering (no reset, no reply) is noticed by the socket too.
+    keepAlive: true,
     application_name: `fairpick-proxy ${id}`,
   });
   pool.on('error', quietly(log, 'postgres')); // an idle connection lost
   const store = new PostgresLeaseStore(pool, config.table === null ? {} : { table: config.table });
-  const elector = createElector({ ...timing, store });
+  const elector = orClose(
+    () => createElector({ ...timing, store }),
+    () => void pool.end().catch(() => {}),
+  );
   return {
     elector,
-    prepare: () => store.ensureSchema(), // CREATE TABLE IF NOT EXISTS
+    prepare: () => store.ensureSchema(), // creates the table when it is missing
     close: async () => {
       await store.close();
       await pool.end();
     },
   };
+}
+
+/** `make()`, or, when it throws, `close()` then the throw. */
+function orClose<T>(make: () => T, close: () => void): T {
+  try {
+    return make();
+  } catch (error) {
+    close();
+    throw error;
+  }
 }
 
 /** Resolves once an ioredis client is connected; rejects with the connection's error otherwise. */
