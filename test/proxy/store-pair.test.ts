@@ -142,6 +142,16 @@ for (const kind of KINDS) {
         });
       };
 
+      /** A member that reaches its store through a relay, once it leads (a short lease: 1.5 s). */
+      const leaderThroughRelay = async (): Promise<{ relay: Relay; a: RunningProxy }> => {
+        const relay = new Relay(await freeTcpPort(), kind.port);
+        await relay.open();
+        cleanups.push(() => relay.cut());
+        const a = await member('alpha', 100, uniqueName('lease'), kind.via(relay.port), { leaseMs: 1500 });
+        await until(() => a.handle.role === 'leader', 'alpha elected', 15_000);
+        return { relay, a };
+      };
+
       it('the higher priority leads and serves; when it stops, the other takes over at once with a higher token', async () => {
         const lease = uniqueName('lease');
         // A lease and renewals far longer than the waits below: beta can only be elected in time
@@ -180,11 +190,7 @@ for (const kind of KINDS) {
       });
 
       it('a leader that loses the store stops serving when its lease runs out, and leads again when it returns', async () => {
-        const relay = new Relay(await freeTcpPort(), kind.port);
-        await relay.open();
-        cleanups.push(() => relay.cut());
-        const a = await member('alpha', 100, uniqueName('lease'), kind.via(relay.port), { leaseMs: 1500 });
-        await until(() => a.handle.role === 'leader', 'alpha elected', 15_000);
+        const { relay, a } = await leaderThroughRelay();
         const token = a.handle.token as number;
         expect((await send(a.url)).status).toBe(200);
 
@@ -203,11 +209,7 @@ for (const kind of KINDS) {
       });
 
       it('a store that stops answering demotes the leader and does not hold its shutdown', async () => {
-        const relay = new Relay(await freeTcpPort(), kind.port);
-        await relay.open();
-        cleanups.push(() => relay.cut());
-        const a = await member('alpha', 100, uniqueName('lease'), kind.via(relay.port), { leaseMs: 1500 });
-        await until(() => a.handle.role === 'leader', 'alpha elected', 15_000);
+        const { relay, a } = await leaderThroughRelay();
         relay.freeze(); // connections stay open, no reply ever comes
         await until(() => a.handle.role === 'standby', 'alpha demoted', 15_000);
         // Before, closing the pool waited for the frozen queries for ever (the test's timeout
