@@ -184,8 +184,10 @@ export class Pair {
       (error: Error) => error,
     );
     clearTimeout(timer);
-    if (outcome === 'late') this.log.event('store-error', { message: `closing took over ${CLOSE_LIMIT_MS} ms: left` });
-    else if (outcome instanceof Error) this.log.event('store-error', { message: `closing: ${outcome.message}` });
+    if (outcome === 'late') {
+      this.log.event('store-error', { message: `the store's connections did not close within ${CLOSE_LIMIT_MS} ms` });
+    }
+    if (outcome instanceof Error) this.log.event('store-error', { message: `closing the store: ${outcome.message}` });
   }
 
   /** Resolves when the hooks started so far have finished, or after `timeoutMs`. */
